@@ -1,0 +1,60 @@
+"""`rag ingest`: sync folders of documents into the workspace, with a progress bar on a terminal."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rag.cli import DbOpt, HomeOpt, JsonOpt, fail, open_rag, print_json
+
+
+def ingest_command(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders to sync")],
+    include: Annotated[
+        list[str] | None, typer.Option("--include", help="glob to include (repeatable)")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="glob to exclude (repeatable)")
+    ] = None,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Add new files, re-chunk changed ones, skip unchanged ones, delete vanished ones.
+    Unreadable files are reported and skipped; the exit code is 0 when the run completed."""
+    rag = open_rag(home, database_url)
+    bar = None
+    progress = None
+    if not as_json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(unit="file", file=sys.stderr, dynamic_ncols=True)
+
+        def progress(done: int, total: int, path: str) -> None:
+            assert bar is not None
+            bar.total = total
+            bar.n = done
+            bar.set_postfix_str(Path(path).name[-40:] if path else "", refresh=False)
+            bar.refresh()
+
+    try:
+        summary = rag.ingest(paths, include, exclude, progress)
+    except FileNotFoundError as exc:
+        fail(str(exc), 2)
+        return
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        print_json(summary.to_dict())
+        return
+    typer.echo(
+        f"added {summary.added}, updated {summary.updated}, unchanged {summary.unchanged}, "
+        f"deleted {summary.deleted}, failed {len(summary.failed)} in {summary.seconds:.1f}s; "
+        f"{summary.documents} documents, {summary.chunks} chunks in the workspace"
+    )
+    for f in summary.failed:
+        typer.echo(f"  failed: {f.path}: {f.error}", err=True)

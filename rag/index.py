@@ -1,0 +1,150 @@
+"""The FAISS vector index: derived from the database, keyed by chunk id, saved atomically.
+
+Which FAISS index (exact Flat while small, IVF past ``settings.ann_threshold``) is rag.ann's policy;
+this module keeps whichever one is in use in step with SQL. The index file and a manifest (count,
+id checksum, model, kind and parameters) live in ``RAG_HOME/index``. Both are
+written to temporary files and renamed into place, so a reader never sees half an index; a crash
+between the two renames is caught at the next open, because the manifest and the index disagree
+with each other or with the database, and ``reconcile`` repairs it from the stored embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from rag import ann
+from rag.config import Settings
+
+INDEX_FILE = "vectors.faiss"
+MANIFEST_FILE = "manifest.json"
+
+
+def ids_checksum(ids: Iterable[int] | np.ndarray) -> str:
+    """Order-independent fingerprint of a set of ids, comparable between SQL and FAISS."""
+    arr = np.sort(
+        np.fromiter(ids, dtype=np.int64) if not isinstance(ids, np.ndarray) else ids.astype(np.int64)
+    )
+    return hashlib.sha256(arr.astype("<i8").tobytes()).hexdigest()[:32]
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, rename: readers see the old or the new file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class VectorIndex:
+    """A FAISS ``IndexIDMap2`` plus the manifest that says what it should contain."""
+
+    def __init__(self, directory: Path, dim: int, model: str, settings: Settings) -> None:
+        self.directory = directory
+        self.dim = dim
+        self.model = model
+        self.settings = settings
+        self.index: Any = ann.build_faiss_index(dim, 0, settings)  # untyped stubs
+        self.version = 0  # manifest mtime_ns when loaded: readers reload when it changes
+
+    @property
+    def index_path(self) -> Path:
+        return self.directory / INDEX_FILE
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST_FILE
+
+    @classmethod
+    def open(cls, directory: Path, dim: int, model: str, settings: Settings) -> VectorIndex:
+        """Load the saved index, or start an empty one. A file that can't be read, or whose manifest
+        disagrees with it, yields an empty index to be filled by ``reconcile`` from the database."""
+        vi = cls(directory, dim, model, settings)
+        manifest = vi.read_manifest()
+        if manifest is None or not vi.index_path.exists():
+            return vi
+        try:
+            loaded = faiss.read_index(str(vi.index_path))
+        except RuntimeError:
+            return vi
+        if loaded.d != dim or manifest.get("model") != model:
+            return vi
+        vi.index = loaded
+        vi.version = vi.manifest_path.stat().st_mtime_ns
+        if manifest.get("count") != vi.count or manifest.get("checksum") != ids_checksum(vi.ids()):
+            vi.index = ann.build_faiss_index(dim, 0, settings)
+        return vi
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    @property
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    def ids(self) -> np.ndarray:  # (n,) int64
+        return ann.index_ids(self.index)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+
+    def remove(self, ids: Iterable[int]) -> None:
+        ann.remove_ids(self.index, np.fromiter(ids, dtype=np.int64))
+
+    def search(
+        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        """Top-k (chunk id, cosine) for one query vector, optionally restricted to ``allowed_ids``."""
+        scores, ids = ann.search(self.index, query, min(k, max(self.count, 1)), allowed_ids)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def save(self) -> None:
+        """Write index then manifest, each atomically; the manifest names what the index holds."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.index_path, faiss.serialize_index(self.index).tobytes())
+        manifest = {
+            "count": self.count,
+            "checksum": ids_checksum(self.ids()),
+            "dim": self.dim,
+            "model": self.model,
+            "index": ann.describe_index(self.index),
+        }
+        atomic_write(self.manifest_path, json.dumps(manifest, indent=2).encode())
+        self.version = self.manifest_path.stat().st_mtime_ns
+
+    def reconcile(self, db_ids: np.ndarray, fetch_vectors: Any) -> tuple[int, int]:
+        """Make the index hold exactly ``db_ids``: drop extras, add the missing ones with vectors from
+        ``fetch_vectors(ids) -> (ids, vectors)``; rebuild it when its kind no longer suits the size
+        (Flat grown past the ANN threshold, IVF lists trained for a very different count).
+        Returns (added, removed)."""
+        if ann.needs_rebuild(self.index, len(db_ids), self.settings):
+            ids, vectors = fetch_vectors(db_ids)
+            self.index = ann.build_from_vectors(ids, vectors, self.settings)
+            return len(ids), 0
+        have = self.ids()
+        extra = np.setdiff1d(have, db_ids, assume_unique=True)
+        missing = np.setdiff1d(db_ids, have, assume_unique=True)
+        self.remove(extra.tolist())
+        if len(missing):
+            ids, vectors = fetch_vectors(missing)
+            self.add(ids, vectors)
+        return len(missing), len(extra)

@@ -1,0 +1,410 @@
+"""Folder sync: scan → load → chunk → embed → store (SQL) → index (FAISS + BM25).
+
+Sync semantics: new files are added, changed ones (by sha256) re-chunked and re-embedded, unchanged
+ones skipped without touching the model, and files ingested earlier from under a given path that are
+gone are deleted. Each document is one SQL transaction; the derived indexes are updated after the
+commit and saved at the end (and periodically), so a run killed at any moment leaves SQL consistent
+and the indexes repairable from it at the next open (``Workspace.reconcile``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import update
+
+from rag.chunking import Chunker, ChunkerConfig
+from rag.db import transaction
+from rag.loadworker import LoadWorker
+from rag.models import Chunk, Document, IngestRun, utcnow
+from rag.scan import ScannedFile, file_sha256, scan
+from rag.store import counts, delete_chunks_of, documents_under
+from rag.types import ChunkSpan, LoadedDocument, LoadError, Section
+from rag.workspace import Workspace
+
+ProgressFn = Callable[[int, int, str], None]  # (done, total, current path)
+
+_EMBED_BATCH_CHUNKS = 512  # embed several documents together: the model is fastest on big batches
+_SAVE_EVERY_S = 30.0  # save the indexes during long runs so a crash loses little work
+_PREFETCH_FILES = 4  # files hashed and parsed ahead of the one being chunked (bounds memory)
+_MAX_PATH_CHARS = 4096  # documents.path is a String(4096)
+
+
+@dataclass
+class FileFailure:
+    path: str
+    error: str
+
+
+@dataclass
+class IngestSummary:
+    """What `rag ingest --json` prints (DESIGN.md)."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: list[FileFailure] = field(default_factory=list)
+    documents: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What SQL already holds for a path: enough to decide 'unchanged' without a query per file."""
+
+    id: int
+    status: str
+    sha256: str
+
+
+@dataclass
+class _Examined:
+    """One scanned file after the prefetch thread looked at it: unchanged, failed (with the reason),
+    or loaded (with its hash and text)."""
+
+    file: ScannedFile
+    known: _Known | None
+    unchanged: bool = False
+    error: str | None = None
+    recordable: bool = True  # False: the path itself cannot be stored, so no 'failed' row for it
+    sha256: str = ""
+    doc: LoadedDocument | None = None
+
+
+@dataclass
+class _Pending:
+    """A loaded and chunked file waiting for its embeddings."""
+
+    file: ScannedFile
+    sha256: str
+    doc: LoadedDocument
+    chunks: list[ChunkSpan]
+    existing_id: int | None
+
+
+class _Abort(Exception):
+    """The consumer stopped; the prefetch thread ends quietly."""
+
+
+class Ingestor:
+    def __init__(self, workspace: Workspace) -> None:
+        self.ws = workspace
+        embedder = workspace.embedder
+        cfg = workspace.settings
+        self.chunker = Chunker(
+            embedder.tokenizer,
+            ChunkerConfig(
+                max_tokens=min(cfg.chunk_tokens, embedder.max_tokens), overlap_tokens=cfg.chunk_overlap
+            ),
+        )
+
+    def run(
+        self,
+        paths: list[Path],
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> IngestSummary:
+        started = time.perf_counter()
+        roots = [p.expanduser().resolve() for p in paths]
+        missing = [str(p) for p in roots if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
+        summary = IngestSummary()
+        with self.ws.write_lock():
+            self._close_interrupted_runs()
+            self.ws.reconcile()
+            self._remove_stale_temp_files()
+            with transaction(self.ws.sessions) as s:
+                run = IngestRun(roots=[str(r) for r in roots])
+                s.add(run)
+            files = list(scan(roots, include or [], exclude or []))
+            known = self._delete_vanished(roots, {str(f.path) for f in files}, summary)
+            with LoadWorker(self.ws.settings.file_timeout_s) as worker:
+                self._sync_files(files, known, worker, summary, progress)
+            self.ws.save_indexes()
+            with transaction(self.ws.sessions) as s:
+                summary.documents, summary.chunks = counts(s)
+                summary.seconds = round(time.perf_counter() - started, 3)
+                db_run = s.get(IngestRun, run.id)
+                assert db_run is not None
+                db_run.status, db_run.finished_at, db_run.summary = "done", utcnow(), summary.to_dict()
+        return summary
+
+    # start-up repairs (under the write lock, so no other writer is mid-run) ---------------------------
+    def _close_interrupted_runs(self) -> None:
+        """A run still 'running' while we hold the lock was killed: say so in its row."""
+        with transaction(self.ws.sessions) as s:
+            s.execute(
+                update(IngestRun)
+                .where(IngestRun.status == "running")
+                .values(status="interrupted", finished_at=utcnow())
+            )
+
+    def _remove_stale_temp_files(self) -> None:
+        """Index files (vectors, and BM25 in its subfolder) are written to '.NAME.*.tmp' and renamed;
+        a writer killed in between leaves the temporary behind, and only a writer (us, holding the
+        lock) ever makes one."""
+        for tmp in self.ws.settings.index_dir.glob("**/.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    # sync ---------------------------------------------------------------------------------------------
+    def _delete_vanished(
+        self, roots: list[Path], seen: set[str], summary: IngestSummary
+    ) -> dict[str, _Known]:
+        """Delete documents whose files are gone; returns what SQL knows about the remaining ones."""
+        known: dict[str, _Known] = {}
+        for root in roots:
+            with transaction(self.ws.sessions) as s:
+                under = documents_under(s, root)
+            for path, doc in under.items():
+                on_disk = Path(path)
+                if path in seen or (on_disk.exists() and not on_disk.is_dir() and not root.is_file()):
+                    # (a file not seen but still on disk was excluded by this run's globs: keep it;
+                    # a folder's row is a 'cannot list' failure, gone once the folder can be read)
+                    known[path] = _Known(doc.id, doc.status, doc.sha256)
+                    continue
+                if self.ws.delete_document(doc.id):
+                    summary.deleted += 1
+        return known
+
+    def _sync_files(
+        self,
+        files: list[ScannedFile],
+        known: dict[str, _Known],
+        worker: LoadWorker,
+        summary: IngestSummary,
+        progress: ProgressFn | None,
+    ) -> None:
+        """Files are hashed and parsed by a prefetch thread (parsing itself runs in ``worker``'s
+        process), while this thread chunks, embeds and stores: parsing overlaps with the model."""
+        ahead: queue.Queue[_Examined | BaseException | None] = queue.Queue(maxsize=_PREFETCH_FILES)
+        stop = threading.Event()
+        prefetch = threading.Thread(
+            target=self._prefetch, args=(files, known, worker, ahead, stop), name="ingest-prefetch"
+        )
+        prefetch.start()
+        try:
+            self._consume(ahead, len(files), summary, progress)
+        finally:
+            stop.set()
+            prefetch.join(timeout=1.0)
+            if prefetch.is_alive():  # e.g. Ctrl-C while it waits on a slow file: don't wait it out
+                worker.interrupt()
+                prefetch.join()
+
+    def _prefetch(
+        self,
+        files: list[ScannedFile],
+        known: dict[str, _Known],
+        worker: LoadWorker,
+        out: queue.Queue[_Examined | BaseException | None],
+        stop: threading.Event,
+    ) -> None:
+        def put(item: _Examined | BaseException | None) -> None:
+            while True:
+                if stop.is_set():
+                    raise _Abort
+                try:
+                    out.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        try:
+            worker.start()
+            for f in files:
+                put(self._examine(f, known.get(str(f.path)), worker))
+            put(None)
+        except _Abort:
+            return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            with contextlib.suppress(_Abort):
+                put(exc)
+
+    def _examine(self, f: ScannedFile, known: _Known | None, worker: LoadWorker) -> _Examined:
+        """Hash, and parse when new or changed; unchanged files are not parsed at all."""
+        item = _Examined(f, known)
+        try:
+            problem = _unstorable_path(str(f.path))
+            item.recordable = problem is None
+            if f.error:  # what went wrong first is what the user needs to hear
+                raise LoadError(f.error)
+            if problem:
+                raise LoadError(problem)
+            if f.size > self.ws.settings.max_file_bytes:
+                raise LoadError(
+                    f"file is {f.size:,} bytes, over the {self.ws.settings.max_file_bytes:,}-byte limit "
+                    "(max_file_bytes)"
+                )
+            item.sha256 = file_sha256(f.path)
+            if known is not None and known.status == "ok" and known.sha256 == item.sha256:
+                item.unchanged = True
+                return item
+            item.doc = worker.load(f.path)
+        except (LoadError, OSError) as exc:
+            item.error = str(exc) or type(exc).__name__
+        return item
+
+    def _consume(
+        self,
+        ahead: queue.Queue[_Examined | BaseException | None],
+        total: int,
+        summary: IngestSummary,
+        progress: ProgressFn | None,
+    ) -> None:
+        pending: list[_Pending] = []
+        pending_chunks = 0
+        last_save = time.monotonic()
+        done = 0
+        while (item := ahead.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            if progress:
+                progress(done, total, str(item.file.path))
+            done += 1
+            prepared = self._prepare(item, summary)
+            if prepared is not None:
+                pending.append(prepared)
+                pending_chunks += len(prepared.chunks)
+            if pending_chunks >= _EMBED_BATCH_CHUNKS:
+                self._commit(pending, summary)
+                pending, pending_chunks = [], 0
+                if time.monotonic() - last_save > _SAVE_EVERY_S:
+                    self.ws.save_indexes()
+                    last_save = time.monotonic()
+        self._commit(pending, summary)
+        if progress:
+            progress(total, total, "")
+
+    def _prepare(self, item: _Examined, summary: IngestSummary) -> _Pending | None:
+        """Chunk a loaded file; record an unchanged or failed one and return None."""
+        if item.unchanged:
+            summary.unchanged += 1
+            return None
+        reason = item.error
+        chunks: list[ChunkSpan] = []
+        if item.doc is not None:
+            chunks = self.chunker.chunk(item.doc.text, covering_sections(item.doc.text, item.doc.sections))
+            if not chunks:
+                reason = "no text found in the file"
+        if reason is not None or item.doc is None:
+            reason = reason or "not loaded"
+            if item.recordable:
+                self._record_failure(item.file, item.known, reason)
+            summary.failed.append(FileFailure(str(item.file.path), reason))
+            return None
+        return _Pending(item.file, item.sha256, item.doc, chunks, item.known.id if item.known else None)
+
+    def _record_failure(self, f: ScannedFile, known: _Known | None, reason: str) -> None:
+        """Keep the failure visible in `rag docs list`; status 'failed' with no hash makes the next run
+        retry it, whatever happened to the file."""
+        removed: list[int] = []
+        with transaction(self.ws.sessions) as s:
+            doc = s.get(Document, known.id) if known else None
+            if doc is None:
+                doc = Document(
+                    path=str(f.path),
+                    sha256="",
+                    size=f.size,
+                    mtime=f.mtime,
+                    mime="",
+                    doc_type=f.path.suffix.lower().lstrip(".")[:16],
+                )
+                s.add(doc)
+            else:
+                removed = delete_chunks_of(s, doc.id)
+            doc.status, doc.error, doc.sha256, doc.size, doc.mtime = "failed", reason, "", f.size, f.mtime
+        self.ws.remove_from_indexes(removed)
+
+    def _commit(self, pending: list[_Pending], summary: IngestSummary) -> None:
+        """Embed a batch of documents together, then store each in its own transaction."""
+        if not pending:
+            return
+        texts = [c.text for p in pending for c in p.chunks]
+        vectors = self.ws.embedder.encode(texts)
+        offset = 0
+        for p in pending:
+            vecs = vectors[offset : offset + len(p.chunks)]
+            offset += len(p.chunks)
+            self._store(p, vecs)
+            if p.existing_id is None:
+                summary.added += 1
+            else:
+                summary.updated += 1
+
+    def _store(self, p: _Pending, vectors: np.ndarray) -> None:
+        removed: list[int] = []
+        with transaction(self.ws.sessions) as s:
+            doc = s.get(Document, p.existing_id) if p.existing_id else None
+            if doc is None:
+                doc = Document(path=str(p.file.path))
+                s.add(doc)
+            else:
+                removed = delete_chunks_of(s, doc.id)
+            doc.sha256, doc.size, doc.mtime = p.sha256, p.file.size, p.file.mtime
+            doc.mime, doc.doc_type, doc.title = p.doc.mime, p.doc.doc_type, p.doc.title[:1024]
+            doc.status, doc.error = "ok", None
+            rows = [
+                Chunk(
+                    ordinal=i,
+                    text=c.text,
+                    char_start=c.char_start,
+                    char_end=c.char_end,
+                    token_count=c.token_count,
+                    page=c.page,
+                    heading=c.heading[:1024] if c.heading else None,
+                    embedding=vectors[i].tobytes(),
+                )
+                for i, c in enumerate(p.chunks)
+            ]
+            doc.chunks = rows
+            s.flush()
+            ids = np.array([r.id for r in rows], dtype=np.int64)
+        self.ws.remove_from_indexes(removed)
+        self.ws.add_to_indexes(ids, vectors, [c.text for c in p.chunks])
+
+
+def covering_sections(text: str, sections: list[Section]) -> list[Section]:
+    """``sections`` plus one plain section for each stretch of text they leave out. The chunker only
+    chunks the sections it is given, and loaders leave text before a document's first heading in no
+    section: without this, a Markdown or HTML preamble was never indexed."""
+    if not sections:
+        return []  # the chunker takes the whole text
+    out: list[Section] = []
+    previous_end = 0
+    for section in [*sections, Section(len(text), len(text))]:
+        gap = text[previous_end : section.start]
+        if gap.strip():
+            start = previous_end + len(gap) - len(gap.lstrip())
+            out.append(Section(start, previous_end + len(gap.rstrip())))
+        if section.start < section.end:
+            out.append(section)
+        previous_end = max(previous_end, section.end)
+    return out
+
+
+def _unstorable_path(path: str) -> str | None:
+    """Why ``path`` cannot be a row in ``documents`` (None when it can). A file name that is not
+    valid UTF-8 reaches Python with lone surrogates, which neither SQLite nor PostgreSQL accepts."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+        return f"file name is not valid UTF-8 ({shown!r}); rename the file to index it"
+    if len(path) > _MAX_PATH_CHARS:
+        return f"path is {len(path):,} characters long, over the {_MAX_PATH_CHARS:,} that can be stored"
+    return None

@@ -1,0 +1,162 @@
+"""Queries over documents and chunks that more than one stage needs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from rag.models import Chunk, Document
+from rag.types import Source
+
+_IN_BATCH = 900  # stay under SQLite's bound-parameter limit
+
+
+def _batches(ids: list[int]) -> Iterator[list[int]]:
+    for i in range(0, len(ids), _IN_BATCH):
+        yield ids[i : i + _IN_BATCH]
+
+
+def documents_under(session: Session, root: Path) -> dict[str, Document]:
+    """Documents ingested earlier from ``root`` (a folder, or one file), by path."""
+    root_str = str(root)
+    prefix = root_str.rstrip(os.sep) + os.sep
+    query = select(Document).where(
+        (Document.path == root_str) | Document.path.startswith(prefix, autoescape=True)
+    )
+    return {d.path: d for d in session.scalars(query)}
+
+
+def chunk_ids(session: Session) -> np.ndarray:  # (n,) int64
+    return np.fromiter(session.scalars(select(Chunk.id).order_by(Chunk.id)), dtype=np.int64)
+
+
+def chunk_vectors(session: Session, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stored embeddings of the given chunks: the index can be rebuilt without the model."""
+    out_ids: list[int] = []
+    blobs: list[bytes] = []
+    for batch in _batches([int(i) for i in ids]):
+        for cid, blob in session.execute(select(Chunk.id, Chunk.embedding).where(Chunk.id.in_(batch))):
+            out_ids.append(cid)
+            blobs.append(blob)
+    vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
+    return np.array(out_ids, dtype=np.int64), vectors
+
+
+def chunk_texts(session: Session, ids: np.ndarray) -> list[tuple[int, str]]:
+    """(chunk id, text) of the given chunks, for (re)building the lexical index."""
+    out: list[tuple[int, str]] = []
+    for batch in _batches([int(i) for i in ids]):
+        out.extend(
+            (cid, text)
+            for cid, text in session.execute(select(Chunk.id, Chunk.text).where(Chunk.id.in_(batch)))
+        )
+    return out
+
+
+def delete_chunks_of(session: Session, document_id: int) -> list[int]:
+    """Delete a document's chunks; returns their ids so the derived indexes can drop them too."""
+    ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == document_id)))
+    session.execute(delete(Chunk).where(Chunk.document_id == document_id))
+    return ids
+
+
+def filtered_chunk_ids(session: Session, path_prefix: str | None, doc_type: str | None) -> np.ndarray | None:
+    """Chunk ids allowed by the metadata filters; None when no filter is set."""
+    if not path_prefix and not doc_type:
+        return None
+    query = select(Chunk.id).join(Document)
+    if path_prefix:
+        query = query.where(Document.path.startswith(path_prefix, autoescape=True))
+    if doc_type:
+        query = query.where(Document.doc_type == doc_type.lower().lstrip("."))
+    return np.fromiter(session.scalars(query), dtype=np.int64)
+
+
+def sources_for(session: Session, hits: list[tuple[int, float]]) -> list[Source]:
+    """Turn ranked (chunk id, score) hits into Sources, in rank order, skipping ids gone from SQL."""
+    ids = [cid for cid, _ in hits]
+    rows: dict[int, tuple[Chunk, Document]] = {}
+    for batch in _batches(ids):
+        for chunk, doc in session.execute(select(Chunk, Document).join(Document).where(Chunk.id.in_(batch))):
+            rows[chunk.id] = (chunk, doc)
+    sources: list[Source] = []
+    for cid, score in hits:
+        if cid not in rows:
+            continue
+        chunk, doc = rows[cid]
+        sources.append(
+            Source(
+                rank=len(sources) + 1,
+                chunk_id=chunk.id,
+                document_id=doc.id,
+                path=doc.path,
+                title=doc.title,
+                text=chunk.text,
+                char_start=chunk.char_start,
+                char_end=chunk.char_end,
+                score=score,
+                doc_type=doc.doc_type,
+                page=chunk.page,
+                heading=chunk.heading,
+            )
+        )
+    return sources
+
+
+def counts(session: Session) -> tuple[int, int]:
+    """(documents ingested without error, chunks)."""
+    docs = session.scalar(select(func.count()).select_from(Document).where(Document.status == "ok")) or 0
+    chunks = session.scalar(select(func.count()).select_from(Chunk)) or 0
+    return int(docs), int(chunks)
+
+
+@dataclass
+class DocumentInfo:
+    """A document as `rag docs list` and `GET /v1/documents` show it."""
+
+    id: int
+    path: str
+    title: str
+    doc_type: str
+    mime: str
+    size: int
+    sha256: str
+    status: str
+    error: str | None
+    chunks: int
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def document_infos(session: Session, document_id: int | None = None) -> list[DocumentInfo]:
+    """Documents with their chunk counts, in one query."""
+    n_chunks = func.count(Chunk.id)
+    query = select(Document, n_chunks).outerjoin(Chunk).group_by(Document.id).order_by(Document.path)
+    if document_id is not None:
+        query = query.where(Document.id == document_id)
+    return [
+        DocumentInfo(
+            id=d.id,
+            path=d.path,
+            title=d.title,
+            doc_type=d.doc_type,
+            mime=d.mime,
+            size=d.size,
+            sha256=d.sha256,
+            status=d.status,
+            error=d.error,
+            chunks=int(n),
+            updated_at=d.updated_at,
+        )
+        for d, n in session.execute(query)
+    ]

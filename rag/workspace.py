@@ -1,0 +1,292 @@
+"""A workspace (``RAG_HOME``): the database, the derived indexes, the models, and the write lock.
+
+The database is the source of truth. On open, and before every write, the vector index is
+reconciled with it, so an index left behind by a crash, or edited by hand, is repaired from the
+embeddings stored in SQL. Readers (the API) call ``refresh`` to pick up an index that a writer in
+another process saved, without a restart.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+import faiss
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from rag import ann
+from rag.config import Settings
+from rag.db import make_engine, session_factory, transaction
+from rag.index import MANIFEST_FILE, VectorIndex, ids_checksum
+from rag.lexical import LexicalIndex, LexicalIndexError
+from rag.models import Document
+from rag.store import chunk_ids, chunk_texts, chunk_vectors, delete_chunks_of
+
+if TYPE_CHECKING:
+    from rag.embedding import Embedder
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another process holds the write lock and the caller chose not to wait."""
+
+
+@dataclass
+class IndexCheck:
+    ok: bool
+    db_count: int
+    index_count: int
+    db_checksum: str
+    index_checksum: str
+    manifest_ok: bool
+    lexical_ok: bool
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"ok: {self.db_count} chunks in SQL, FAISS and BM25 (checksum {self.db_checksum[:12]})"
+        return (
+            f"MISMATCH: SQL has {self.db_count} chunks (checksum {self.db_checksum[:12]}), FAISS has "
+            f"{self.index_count} (checksum {self.index_checksum[:12]})"
+            + ("" if self.manifest_ok else ", and the saved manifest does not match the index file")
+            + ("" if self.lexical_ok else ", and the BM25 index does not match SQL")
+            + "; run `rag index rebuild` (or any `rag ingest`) to repair it from SQL"
+        )
+
+
+class Workspace:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.engine: Engine = self._open_database()
+        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        self._index_lock = threading.RLock()  # guards swapping/mutating the in-memory indexes
+        self._writer = threading.RLock()
+        self._writer_depth = 0
+
+    def _open_database(self) -> Engine:
+        """The engine, with the schema migrated by one process at a time per workspace: two first
+        opens at once (two `rag ingest`, or the API and the CLI) otherwise both create the tables and
+        one of them fails. A fresh SQLite file is migrated under a temporary name and renamed into
+        place, because pysqlite runs DDL outside any transaction: a process killed mid-migration
+        would leave half a schema that no later open could migrate ("table ... already exists")."""
+        import tempfile
+        from pathlib import Path
+
+        from sqlalchemy import make_url
+
+        url = make_url(self.settings.db_url)
+        db_file = None
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            db_file = Path(str(url.database)).resolve()
+        lock = os.open(self.settings.home_dir / "schema.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if db_file is not None:
+                for stale in db_file.parent.glob(f".{db_file.name}.*.new*"):  # a killed first open's
+                    stale.unlink(missing_ok=True)
+            if db_file is not None and not db_file.exists():
+                db_file.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=db_file.parent, prefix=f".{db_file.name}.", suffix=".new")
+                os.close(fd)
+                try:
+                    fresh = make_engine(url.set(database=tmp).render_as_string(hide_password=False))
+                    with fresh.connect() as conn:
+                        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # all in the main file
+                    fresh.dispose()
+                    os.replace(tmp, db_file)
+                finally:
+                    for leftover in (tmp, f"{tmp}-wal", f"{tmp}-shm", f"{tmp}-journal"):
+                        Path(leftover).unlink(missing_ok=True)
+            return make_engine(self.settings.db_url)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            os.close(lock)
+
+    # models ------------------------------------------------------------------------------------------
+    @cached_property
+    def embedder(self) -> Embedder:
+        # Imported here: sentence-transformers takes seconds to import, and `rag index check`,
+        # `rag docs list` and the crash tests' checks never need the model.
+        from rag.embedding import Embedder
+
+        s = self.settings
+        return Embedder(s.embedder, device=s.device, batch_size=s.embed_batch_size)
+
+    @cached_property
+    def embedding_dim(self) -> int:
+        """From the saved manifest when it was made by the configured model: no model load needed."""
+        try:
+            manifest = json.loads((self.settings.index_dir / MANIFEST_FILE).read_text())
+            if manifest.get("model") == self.settings.embedder:
+                return int(manifest["dim"])
+        except (OSError, ValueError, KeyError):
+            pass
+        return self.embedder.dim
+
+    # indexes -----------------------------------------------------------------------------------------
+    @property
+    def lexical_dir(self) -> Path:
+        return self.settings.index_dir / "lexical"
+
+    def _open_vectors(self) -> VectorIndex:
+        s = self.settings
+        return VectorIndex.open(s.index_dir, self.embedding_dim, s.embedder, s)
+
+    def _open_lexical(self) -> LexicalIndex:
+        try:
+            return LexicalIndex.load(self.lexical_dir)
+        except LexicalIndexError:
+            return LexicalIndex()
+
+    @cached_property
+    def vectors(self) -> VectorIndex:
+        vi = self._open_vectors()
+        self._reconcile(vi, None)
+        return vi
+
+    @cached_property
+    def lexical(self) -> LexicalIndex:
+        lx = self._open_lexical()
+        self._reconcile(None, lx)
+        return lx
+
+    def _reconcile(self, vi: VectorIndex | None, lx: LexicalIndex | None) -> bool:
+        """Repair the given indexes to hold exactly SQL's chunks; True when something changed."""
+        changed = 0
+        with self.sessions() as s:
+            db_ids = chunk_ids(s)
+            if vi is not None:
+                changed += sum(vi.reconcile(db_ids, lambda ids: chunk_vectors(s, ids, vi.dim)))
+            if lx is not None:
+                changed += sum(lx.reconcile(db_ids, lambda ids: chunk_texts(s, ids)))
+        return changed > 0
+
+    def reconcile(self) -> None:
+        """Bring the indexes in line with SQL, saving them if they had drifted (e.g. after a crash)."""
+        with self._index_lock:
+            vi, lx = self.vectors, self.lexical
+            drifted = self._reconcile(vi, lx)
+            if drifted or vi.read_manifest() is None or LexicalIndex.read_manifest(self.lexical_dir) is None:
+                self.save_indexes()
+
+    def refresh(self) -> None:
+        """Reload the indexes if another process saved newer ones; the swap is atomic for readers.
+        The vector manifest is written last on save, so its mtime stamps the pair."""
+        if "vectors" not in self.__dict__:
+            return
+        try:
+            saved = (self.settings.index_dir / MANIFEST_FILE).stat().st_mtime_ns
+        except OSError:
+            return
+        if saved != self.vectors.version:
+            vi, lx = self._open_vectors(), self._open_lexical()
+            self._reconcile(vi, lx)
+            with self._index_lock:
+                self.__dict__["vectors"], self.__dict__["lexical"] = vi, lx
+
+    def add_to_indexes(self, ids: np.ndarray, vectors: np.ndarray, texts: list[str]) -> None:
+        with self._index_lock:
+            self.vectors.add(ids, vectors)
+            self.lexical.add(zip(ids.tolist(), texts, strict=True))
+
+    def remove_from_indexes(self, ids: list[int]) -> None:
+        if ids:
+            with self._index_lock:
+                self.vectors.remove(ids)
+                self.lexical.remove(ids)
+
+    def save_indexes(self) -> None:
+        """Lexical first, vectors last (readers reload when the vector manifest changes)."""
+        with self._index_lock:
+            if ann.needs_rebuild(self.vectors.index, self.vectors.count, self.settings):
+                self._reconcile(self.vectors, None)  # grown past the ANN threshold: rebuild as IVF
+            self.lexical.save(self.lexical_dir)
+            self.vectors.save()
+
+    def rebuild_indexes(self) -> int:
+        """Rebuild both indexes from SQL (stored embeddings and texts); returns the chunk count."""
+        with self.write_lock(), self._index_lock:
+            s = self.settings
+            vi, lx = VectorIndex(s.index_dir, self.embedding_dim, s.embedder, s), LexicalIndex()
+            self._reconcile(vi, lx)
+            self.__dict__["vectors"], self.__dict__["lexical"] = vi, lx
+            self.save_indexes()
+            return vi.count
+
+    def check_indexes(self) -> IndexCheck:
+        """Compare SQL with the indexes *as saved on disk* (what the next reader will load)."""
+        with self.sessions() as s:
+            db_ids = chunk_ids(s)
+        on_disk = VectorIndex(
+            self.settings.index_dir, self.embedding_dim, self.settings.embedder, self.settings
+        )
+        manifest = on_disk.read_manifest() or {}
+        index_ids = np.zeros(0, dtype=np.int64)
+        if on_disk.index_path.exists():
+            try:
+                on_disk.index = faiss.read_index(str(on_disk.index_path))
+                index_ids = on_disk.ids()
+            except RuntimeError:
+                pass
+        index_sum = ids_checksum(index_ids)
+        manifest_ok = manifest.get("count") == len(index_ids) and manifest.get("checksum") == index_sum
+        db_sum = ids_checksum(db_ids)
+        lexical = LexicalIndex.read_manifest(self.lexical_dir) or {}
+        lexical_ok = lexical.get("count") == len(db_ids) and lexical.get("checksum") == db_sum
+        ok = manifest_ok and lexical_ok and len(db_ids) == len(index_ids) and db_sum == index_sum
+        return IndexCheck(ok, len(db_ids), len(index_ids), db_sum, index_sum, manifest_ok, lexical_ok)
+
+    # documents ---------------------------------------------------------------------------------------
+    def delete_document(self, document_id: int) -> bool:
+        """Delete a document and its chunks from SQL, then from the in-memory indexes (callers save)."""
+        with self.write_lock(), transaction(self.sessions) as s:
+            doc = s.get(Document, document_id)
+            if doc is None:
+                return False
+            removed = delete_chunks_of(s, document_id)
+            s.delete(doc)
+        self.remove_from_indexes(removed)
+        return True
+
+    # locking -----------------------------------------------------------------------------------------
+    @contextmanager
+    def write_lock(self, wait: bool = True, notice: TextIO | None = sys.stderr) -> Iterator[None]:
+        """One writer per workspace at a time, across processes (a second `rag ingest` waits, saying
+        why) and across threads; re-entrant within a thread."""
+        if not self._writer.acquire(blocking=wait):
+            raise WorkspaceBusy(f"another writer is busy with {self.settings.home_dir}")
+        try:
+            self._writer_depth += 1
+            if self._writer_depth > 1:
+                yield
+                return
+            fd = os.open(self.settings.home_dir / "write.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if not wait:
+                        raise WorkspaceBusy(
+                            f"another process is writing to {self.settings.home_dir}"
+                        ) from None
+                    if notice is not None:
+                        print(
+                            f"waiting for another writer to {self.settings.home_dir} to finish…", file=notice
+                        )
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+        finally:
+            self._writer_depth -= 1
+            self._writer.release()
