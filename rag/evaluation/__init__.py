@@ -1,0 +1,1 @@
+"""Retrieval and answer-quality evaluation (BEIR-format folders, SQuAD-derived sets)."""

@@ -1,0 +1,446 @@
+"""BEIR-format retrieval evaluation: load a folder, score rankings (nDCG@10, recall@k, MRR@k).
+
+A BEIR folder is ``corpus.jsonl`` ({_id, title, text}), ``queries.jsonl`` ({_id, text}) and
+``qrels/<split>.tsv`` (header ``query-id corpus-id score``). Metrics follow BEIR/pytrec_eval: linear
+gain nDCG with log2 discount, only queries that have a relevant document count, and a document whose
+id equals the query id is dropped from that query's ranking (BEIR's ``ignore_identical_ids``).
+
+``rag eval beir DIR`` calls :func:`evaluate_search` with the real retriever. This module also holds a
+small in-memory harness (:class:`InMemoryRetriever`: MiniLM exact inner product, our BM25, RRF) used
+to compare the three modes on a corpus directly, and :func:`build_beir_from_squad`, which makes a
+BEIR folder from SQuAD-v2 (paragraphs → corpus, answerable questions → queries).
+
+``python -m rag.evaluation.beir [--squad FILE --out DIR] [DIR]`` runs the harness: it tunes the
+fusion settings on one half of the queries and reports every mode on the other half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.fusion import DEFAULT_C, DEFAULT_DENSE_WEIGHT, DEFAULT_DEPTH, DEFAULT_METHOD, fuse_hybrid
+from rag.lexical import LexicalIndex
+
+Qrels = dict[str, dict[str, int]]
+CACHE_DEPTH = 100  # the harness ranks every query this deep once, then slices
+
+
+@dataclass
+class BeirDataset:
+    corpus: dict[str, dict[str, str]]  # corpus id -> {"title", "text"}
+    queries: dict[str, str]  # query id -> text
+    qrels: Qrels  # query id -> {corpus id: graded relevance}
+
+    def eval_query_ids(self) -> list[str]:
+        """Queries that have text and at least one relevant document, in qrels order."""
+        return [
+            q for q, rels in self.qrels.items() if q in self.queries and any(r > 0 for r in rels.values())
+        ]
+
+
+def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as e:
+                    raise ValueError(f"{path}:{n}: not JSON: {e}") from e
+
+
+def load_beir(folder: Path | str, split: str = "test") -> BeirDataset:
+    """Read a BEIR folder; raises FileNotFoundError/ValueError naming the file that is wrong."""
+    root = Path(folder)
+    corpus = {
+        str(d["_id"]): {"title": str(d.get("title") or ""), "text": str(d.get("text") or "")}
+        for d in _read_jsonl(root / "corpus.jsonl")
+    }
+    queries = {str(d["_id"]): str(d.get("text") or "") for d in _read_jsonl(root / "queries.jsonl")}
+    qrels: Qrels = {}
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    with qrels_path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if n == 1 and parts[0] == "query-id":
+                continue
+            if len(parts) < 3:
+                if line.strip():
+                    raise ValueError(f"{qrels_path}:{n}: expected query-id, corpus-id, score")
+                continue
+            qrels.setdefault(parts[0], {})[parts[1]] = int(float(parts[2]))
+    return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)
+
+
+def doc_text(doc: dict[str, str]) -> str:
+    """The text a retriever sees for a corpus entry: the title as its first line, as BEIR does."""
+    title, text = doc.get("title", ""), doc.get("text", "")
+    return f"{title}\n{text}" if title else text
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics
+
+
+def ndcg_at_k(ranked: Sequence[str], rels: dict[str, int], k: int = 10) -> float:
+    """Linear-gain nDCG@k (trec_eval's ``ndcg_cut``): Σ rel_i / log2(i + 1) over the ideal DCG."""
+    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]) if rels.get(d, 0) > 0)
+    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
+    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def recall_at_k(ranked: Sequence[str], rels: dict[str, int], k: int) -> float:
+    relevant = {d for d, r in rels.items() if r > 0}
+    return len(relevant.intersection(ranked[:k])) / len(relevant) if relevant else 0.0
+
+
+def mrr_at_k(ranked: Sequence[str], rels: dict[str, int], k: int) -> float:
+    for i, d in enumerate(ranked[:k]):
+        if rels.get(d, 0) > 0:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def per_query_metrics(
+    qrels: Qrels, run: dict[str, list[str]], k: int = 10, ignore_identical_ids: bool = True
+) -> dict[str, dict[str, float]]:
+    """Metrics for each judged query (a query missing from ``run`` scores 0)."""
+    out: dict[str, dict[str, float]] = {}
+    for qid, rels in qrels.items():
+        if not any(r > 0 for r in rels.values()):
+            continue
+        ranked = [d for d in run.get(qid, []) if not (ignore_identical_ids and d == qid)]
+        out[qid] = {
+            "ndcg@10": ndcg_at_k(ranked, rels, 10),
+            f"recall@{k}": recall_at_k(ranked, rels, k),
+            f"mrr@{k}": mrr_at_k(ranked, rels, k),
+        }
+    return out
+
+
+def mean_metrics(
+    per_query: dict[str, dict[str, float]], query_ids: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Average per-query metrics (over ``query_ids`` when given); adds ``n_queries``."""
+    ids = list(per_query) if query_ids is None else [q for q in query_ids if q in per_query]
+    if not ids:
+        return {"n_queries": 0}
+    names = list(per_query[ids[0]])
+    means: dict[str, Any] = {m: float(np.mean([per_query[q][m] for q in ids])) for m in names}
+    means["n_queries"] = len(ids)
+    return means
+
+
+def evaluate_run(
+    qrels: Qrels, run: dict[str, list[str]], k: int = 10, ignore_identical_ids: bool = True
+) -> dict[str, Any]:
+    """Mean nDCG@10, recall@k and MRR@k of a ranking per query id."""
+    return mean_metrics(per_query_metrics(qrels, run, k, ignore_identical_ids))
+
+
+def evaluate_search(
+    dataset: BeirDataset,
+    search: Callable[[str], list[str]],
+    k: int = 10,
+    query_ids: Iterable[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``search(query_text) -> [corpus id, best first]`` over the judged queries and score it.
+    ``search`` should return at least max(k, 10) ids."""
+    ids = list(query_ids) if query_ids is not None else dataset.eval_query_ids()
+    run: dict[str, list[str]] = {}
+    for n, qid in enumerate(ids, 1):
+        run[qid] = search(dataset.queries[qid])
+        if progress is not None:
+            progress(n, len(ids))
+    qrels = {q: dataset.qrels[q] for q in ids if q in dataset.qrels}
+    return evaluate_run(qrels, run, k)
+
+
+def split_queries(query_ids: Sequence[str], seed: int = 0) -> tuple[list[str], list[str]]:
+    """A seeded random halving of the queries: tune on the first, report on the second."""
+    ids = list(query_ids)
+    random.Random(seed).shuffle(ids)
+    half = len(ids) // 2
+    return sorted(ids[:half]), sorted(ids[half:])
+
+
+# --------------------------------------------------------------------------------------------------
+# SQuAD → BEIR
+
+
+def build_beir_from_squad(
+    squad_flat_jsonl: Path | str, out_dir: Path | str, max_queries: int | None = None, seed: int = 0
+) -> dict[str, int]:
+    """Write a BEIR folder from SQuAD lines ``{id, title, paragraph_index, context, question,
+    answers: {text: [...]}, is_impossible}``: every paragraph is a document (``<title>_<index>``),
+    every answerable question a query whose one relevant document is its paragraph. With
+    ``max_queries`` a seeded sample of the questions is kept (file order preserved); the corpus stays
+    whole, so the other paragraphs are distractors. Returns the counts written."""
+    corpus: dict[str, dict[str, str]] = {}
+    questions: list[tuple[str, str, str]] = []  # (query id, text, corpus id)
+    for row in _read_jsonl(Path(squad_flat_jsonl)):
+        title = str(row.get("title", ""))
+        cid = f"{title.replace(' ', '_').replace(chr(9), '_')}_{row['paragraph_index']}"
+        corpus.setdefault(cid, {"title": title.replace("_", " "), "text": str(row["context"])})
+        answers = (row.get("answers") or {}).get("text") or []
+        if not row.get("is_impossible", False) and answers:
+            questions.append((str(row["id"]), str(row["question"]).strip(), cid))
+    if max_queries is not None and max_queries < len(questions):
+        keep = set(random.Random(seed).sample(range(len(questions)), max_queries))
+        questions = [q for i, q in enumerate(questions) if i in keep]
+    out = Path(out_dir)
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    with (out / "corpus.jsonl").open("w", encoding="utf-8") as f:
+        for cid, doc in corpus.items():
+            f.write(
+                json.dumps({"_id": cid, "title": doc["title"], "text": doc["text"]}, ensure_ascii=False)
+                + "\n"
+            )
+    with (out / "queries.jsonl").open("w", encoding="utf-8") as f:
+        for qid, text, _ in questions:
+            f.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+    with (out / "qrels" / "test.tsv").open("w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for qid, _, cid in questions:
+            f.write(f"{qid}\t{cid}\t1\n")
+    return {"documents": len(corpus), "queries": len(questions)}
+
+
+# --------------------------------------------------------------------------------------------------
+# in-memory harness: the three retrieval modes straight over a corpus, without the ingest path
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    method: str = DEFAULT_METHOD
+    dense_weight: float = DEFAULT_DENSE_WEIGHT
+    depth: int = DEFAULT_DEPTH
+    c: int = DEFAULT_C  # RRF only
+
+
+@dataclass
+class InMemoryRetriever:
+    """Dense (MiniLM, exact inner product on normalised embeddings), BM25 and RRF over one corpus.
+
+    Documents are numbered 0..n-1 in corpus order; rankings are computed once per query to a fixed
+    depth so fusion settings can be compared without re-running the retrievers."""
+
+    doc_ids: list[str]
+    doc_vectors: np.ndarray | None  # (n, d) float32, normalised; None = lexical only
+    lexical: LexicalIndex
+    encode: Callable[[list[str]], np.ndarray] | None = None
+    _cache: dict[tuple[str, str], list[tuple[int, float]]] = field(default_factory=dict)
+    _cache_depth: dict[tuple[str, str], int] = field(default_factory=dict)  # depth asked of the retriever
+
+    @classmethod
+    def build(
+        cls,
+        dataset: BeirDataset,
+        encode: Callable[[list[str]], np.ndarray] | None,
+    ) -> InMemoryRetriever:
+        doc_ids = list(dataset.corpus)
+        texts = [doc_text(dataset.corpus[d]) for d in doc_ids]
+        vectors = encode(texts) if encode is not None else None
+        lexical = LexicalIndex.from_pairs(enumerate(texts))
+        return cls(doc_ids=doc_ids, doc_vectors=vectors, lexical=lexical, encode=encode)
+
+    def prime_dense(self, queries: Sequence[str], depth: int = CACHE_DEPTH) -> None:
+        """Encode many queries in one batch (much faster than one at a time) and cache their rankings."""
+        if self.encode is None or self.doc_vectors is None:
+            return
+        todo = [q for q in dict.fromkeys(queries) if ("dense", q) not in self._cache]
+        if not todo:
+            return
+        sims = self.encode(todo) @ self.doc_vectors.T
+        for q, row in zip(todo, sims, strict=True):
+            self._cache[("dense", q)] = self._top(row, depth)
+            self._cache_depth[("dense", q)] = depth
+
+    @staticmethod
+    def _top(row: np.ndarray, depth: int) -> list[tuple[int, float]]:
+        order = np.lexsort((np.arange(len(row)), -row))[:depth]
+        return [(int(i), float(row[i])) for i in order]
+
+    def ranking(self, mode: str, query: str, depth: int = CACHE_DEPTH) -> list[tuple[int, float]]:
+        """The top-``depth`` (doc number, score) of one retriever; cached CACHE_DEPTH deep (or deeper)."""
+        key = (mode, query)
+        cached = self._cache.get(key)
+        if cached is None or (len(cached) < depth and len(cached) == self._cache_depth.get(key, 0)):
+            want = max(depth, CACHE_DEPTH)
+            if mode == "lexical":
+                cached = self.lexical.search(query, want)
+            elif mode == "dense":
+                if self.encode is None or self.doc_vectors is None:
+                    raise ValueError("no encoder: dense mode unavailable")
+                cached = self._top((self.encode([query]) @ self.doc_vectors.T)[0], want)
+            else:
+                raise ValueError(f"unknown mode {mode!r}")
+            self._cache[key] = cached
+            self._cache_depth[key] = want
+        return cached[:depth]
+
+    def search(
+        self, query: str, mode: str = "hybrid", k: int = 10, fusion: FusionParams | None = None
+    ) -> list[str]:
+        if mode == "hybrid":
+            p = fusion or FusionParams()
+            fused = fuse_hybrid(
+                self.ranking("dense", query, p.depth),
+                self.ranking("lexical", query, p.depth),
+                k,
+                method=p.method,
+                dense_weight=p.dense_weight,
+                c=p.c,
+            )
+            return [self.doc_ids[i] for i, _ in fused]
+        return [self.doc_ids[i] for i, _ in self.ranking(mode, query, max(k, 10))]
+
+
+def minilm_encoder(embedder: str | None = None) -> Callable[[list[str]], np.ndarray]:
+    """The packaged MiniLM (or ``embedder``), normalised float32 embeddings."""
+    from sentence_transformers import SentenceTransformer
+
+    from rag.config import Settings
+    from rag.resources import resolve_model_path
+
+    model = SentenceTransformer(resolve_model_path(embedder or Settings().embedder), device="cpu")
+
+    def encode(texts: list[str]) -> np.ndarray:
+        out = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        return np.asarray(out, dtype=np.float32)
+
+    return encode
+
+
+FUSION_GRID: list[FusionParams] = [
+    *(
+        FusionParams("rrf", dense_weight=w, depth=d, c=c)
+        for c in (10, 30, 60, 100)
+        for d in (20, 50, 100)
+        for w in (0.3, 0.4, 0.5, 0.6, 0.7)
+    ),
+    *(
+        FusionParams("convex", dense_weight=w, depth=d)
+        for d in (20, 50, 100)
+        for w in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    ),
+]
+
+
+def compare_modes(
+    dataset: BeirDataset,
+    retriever: InMemoryRetriever,
+    k: int = 10,
+    seed: int = 0,
+    grid: Sequence[FusionParams] = FUSION_GRID,
+) -> dict[str, Any]:
+    """Dense, lexical and hybrid on the judged queries. Fusion settings are picked on a tuning half
+    (by nDCG@10) and all modes are reported on the held-out half and on all queries, next to the
+    untuned default RRF, so a gain that only comes from tuning on the test queries shows up."""
+    ids = dataset.eval_query_ids()
+    retriever.prime_dense([dataset.queries[q] for q in ids])
+    tune, held = split_queries(ids, seed)
+
+    def per_query(mode: str, fusion: FusionParams | None = None) -> dict[str, dict[str, float]]:
+        run = {q: retriever.search(dataset.queries[q], mode, max(k, 10), fusion) for q in ids}
+        return per_query_metrics({q: dataset.qrels[q] for q in ids}, run, k)
+
+    results: dict[str, Any] = {
+        "n_documents": len(dataset.corpus),
+        "n_queries": len(ids),
+        "k": k,
+        "seed": seed,
+    }
+    pq = {
+        "dense": per_query("dense"),
+        "lexical": per_query("lexical"),
+        "hybrid_rrf_c60": per_query("hybrid", FusionParams("rrf", dense_weight=0.5, c=60)),
+        "hybrid_default": per_query("hybrid", FusionParams()),
+    }
+    scored = [(mean_metrics(per_query("hybrid", p), tune)["ndcg@10"], i, p) for i, p in enumerate(grid)]
+    best_ndcg, _, best = max(scored, key=lambda t: (t[0], -t[1]))
+    pq["hybrid_tuned"] = per_query("hybrid", best)
+    best_rrf = max((t for t in scored if t[2].method == "rrf"), key=lambda t: (t[0], -t[1]), default=None)
+    if best_rrf is not None:
+        pq["hybrid_rrf_tuned"] = per_query("hybrid", best_rrf[2])
+        results["best_rrf_on_tuning_half"] = {**asdict(best_rrf[2]), "ndcg@10": best_rrf[0]}
+    results["tuned_on_first_half"] = {**asdict(best), "tune_ndcg@10": best_ndcg}
+    results["default_fusion"] = asdict(FusionParams())
+    for name, subset in (("held_out_half", held), ("tuning_half", tune), ("all", ids)):
+        results[name] = {mode: mean_metrics(values, subset) for mode, values in pq.items()}
+    top_grid = sorted(scored, key=lambda t: -t[0])[:5]
+    results["grid_top5_on_tuning_half"] = [{**asdict(p), "ndcg@10": s} for s, _, p in top_grid]
+    held_gain = {
+        m: results["held_out_half"]["hybrid_default"]["ndcg@10"] - results["held_out_half"][m]["ndcg@10"]
+        for m in ("dense", "lexical")
+    }
+    results["held_out_gain_of_default_hybrid"] = {**held_gain, **_bootstrap(pq, held)}
+    return results
+
+
+def _bootstrap(pq: dict[str, dict[str, dict[str, float]]], ids: list[str], n: int = 2000) -> dict[str, Any]:
+    """Paired bootstrap 95% interval of the default hybrid's nDCG@10 gain over the best single mode."""
+    best = max(("dense", "lexical"), key=lambda m: mean_metrics(pq[m], ids)["ndcg@10"])
+    d = np.array([pq["hybrid_default"][q]["ndcg@10"] - pq[best][q]["ndcg@10"] for q in ids])
+    rng = np.random.default_rng(0)
+    means = d[rng.integers(0, len(d), size=(n, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {
+        "vs": best,
+        "ci95": [float(lo), float(hi)],
+        "queries_better": int((d > 0).sum()),
+        "queries_worse": int((d < 0).sum()),
+    }
+
+
+def _print_table(results: dict[str, Any], k: int) -> None:
+    for part in ("held_out_half", "all"):
+        print(f"\n{part} (n={next(iter(results[part].values()))['n_queries']})")
+        print(f"| mode | nDCG@10 | recall@{k} | MRR@{k} |\n|---|---|---|---|")
+        for mode, m in results[part].items():
+            print(f"| {mode} | {m['ndcg@10']:.4f} | {m[f'recall@{k}']:.4f} | {m[f'mrr@{k}']:.4f} |")
+    print("\ndefault fusion:", results["default_fusion"])
+    print("tuned fusion (on the tuning half):", results["tuned_on_first_half"])
+    print("best RRF (on the tuning half):", results.get("best_rrf_on_tuning_half"))
+    print("held-out gain of the default hybrid:", results["held_out_gain_of_default_hybrid"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rag.evaluation.beir", description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", nargs="?", help="BEIR folder (built from --squad when given)")
+    ap.add_argument("--squad", help="SQuAD dev_flat.jsonl to build the folder from")
+    ap.add_argument("--out", help="where to write the built folder (default: FOLDER)")
+    ap.add_argument("--max-queries", type=int, default=None)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+    folder = Path(args.out or args.folder or "")
+    if args.squad:
+        if not (args.out or args.folder):
+            ap.error("--squad needs --out or FOLDER")
+        print("built", build_beir_from_squad(args.squad, folder, args.max_queries, args.seed), "in", folder)
+    elif not args.folder:
+        ap.error("give a BEIR FOLDER or --squad")
+    dataset = load_beir(folder)
+    retriever = InMemoryRetriever.build(dataset, minilm_encoder())
+    results = compare_modes(dataset, retriever, k=args.k, seed=args.seed)
+    _print_table(results, args.k)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

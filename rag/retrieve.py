@@ -1,0 +1,57 @@
+"""Retrieval: dense (FAISS), lexical (BM25) or both fused, under the same metadata filters, turned
+into ranked Sources, plus how relevant the best of them really is (the cosine of its stored
+embedding to the question: the abstention signal, comparable whatever the mode)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.fusion import candidate_depth, fuse_hybrid
+from rag.store import chunk_vectors, filtered_chunk_ids, sources_for
+from rag.types import BadInput, Source
+from rag.workspace import Workspace
+
+MODES = ("dense", "lexical", "hybrid")
+
+
+@dataclass(frozen=True)
+class Filters:
+    path_prefix: str | None = None
+    doc_type: str | None = None
+
+
+@dataclass
+class Retrieval:
+    sources: list[Source]
+    relevance: float  # best cosine similarity between the query and a retrieved chunk (0 if none)
+
+
+class Retriever:
+    def __init__(self, workspace: Workspace) -> None:
+        self.ws = workspace
+
+    def run(self, query: str, k: int, filters: Filters | None = None, mode: str | None = None) -> Retrieval:
+        mode = mode or self.ws.settings.retrieval_mode
+        if mode not in MODES:
+            raise BadInput(f"unknown retrieval mode {mode!r}; choose from {', '.join(MODES)}")
+        filters = filters or Filters()
+        self.ws.refresh()
+        vector = self.ws.embedder.encode([query])[0]
+        depth = candidate_depth(k) if mode == "hybrid" else k
+        with self.ws.sessions() as s:
+            allowed = filtered_chunk_ids(s, filters.path_prefix, filters.doc_type)
+            dense = self.ws.vectors.search(vector, depth, allowed) if mode != "lexical" else []
+            lexical = self.ws.lexical.search(query, depth, allowed) if mode != "dense" else []
+            if mode == "hybrid":
+                cfg = self.ws.settings
+                hits = fuse_hybrid(dense, lexical, k, cfg.fusion_method, cfg.fusion_dense_weight)
+            else:
+                hits = dense or lexical
+            sources = sources_for(s, hits[:k])
+            relevance = 0.0
+            if sources:
+                _, vectors = chunk_vectors(s, np.array([x.chunk_id for x in sources]), self.ws.embedding_dim)
+                relevance = float((vectors @ vector).max())
+        return Retrieval(sources, relevance)

@@ -1,0 +1,62 @@
+"""Search over the sample corpus: each probe question lands on the one document that answers it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rag.config import Settings
+from rag.core import Rag
+from rag.retrieve import Filters
+
+REPO = Path(__file__).resolve().parent.parent
+PROBES = [json.loads(line) for line in (REPO / "tests" / "data" / "probes.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def sample_rag(tmp_path_factory: pytest.TempPathFactory) -> Rag:
+    rag = Rag(Settings(home=tmp_path_factory.mktemp("home")))
+    summary = rag.ingest([REPO / "data"])
+    assert summary.failed == []
+    return rag
+
+
+@pytest.mark.parametrize("probe", PROBES, ids=[p["file"] + ":" + p["expect"][:20] for p in PROBES])
+def test_probe_question_finds_its_document(sample_rag: Rag, probe: dict[str, str]) -> None:
+    sources = sample_rag.search(probe["question"], k=3)
+    assert any(Path(s.path).name == probe["file"] for s in sources), [Path(s.path).name for s in sources]
+
+
+def test_filters_restrict_results(sample_rag: Rag) -> None:
+    question = "Who rowed out to rescue the survivors of the Forfarshire?"
+    only_md = sample_rag.search(question, k=5, filters=Filters(doc_type="md"))
+    assert only_md and all(s.doc_type == "md" for s in only_md)
+    samples = str(REPO / "data" / "samples" / "keepers")
+    prefixed = sample_rag.search(question, k=5, filters=Filters(path_prefix=samples))
+    assert prefixed and all(s.path.startswith(samples) for s in prefixed)
+    assert sample_rag.search(question, k=5, filters=Filters(doc_type="nope")) == []
+
+
+def test_pdf_sources_carry_their_page(sample_rag: Rag) -> None:
+    top = sample_rag.search("Which relief vessel found the Flannan Isles lighthouse deserted?", k=1)[0]
+    assert top.path.endswith("keepers-lives.pdf") and top.page == 3
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+def test_every_mode_finds_an_exact_term_question(sample_rag: Rag, mode: str) -> None:
+    sources = sample_rag.search("Which VHF channel turns on a radio-activated fog signal?", k=3, mode=mode)
+    assert any(Path(s.path).name == "fog-signals.rst" for s in sources)
+
+
+def test_lexical_mode_only_returns_chunks_sharing_a_term(sample_rag: Rag) -> None:
+    assert sample_rag.search("zzyzx qwertyuiop", k=5, mode="lexical") == []
+    assert sample_rag.search("zzyzx qwertyuiop", k=5, mode="dense")
+
+
+def test_an_unknown_mode_is_refused(sample_rag: Rag) -> None:
+    from rag.types import BadInput
+
+    with pytest.raises(BadInput, match="retrieval mode"):
+        sample_rag.search("lighthouse", mode="psychic")
