@@ -1,0 +1,138 @@
+"""The answer pipeline: retrieve → generate (attention collected in the same pass) → attribute →
+abstain when the sources are irrelevant or the answer did not look at them → store."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from rag.attribution import attribute
+from rag.config import Settings
+from rag.db import transaction
+from rag.detect import Detector
+from rag.generate import Generator
+from rag.models import AnswerRecord
+from rag.types import Answer, Attribution, BadInput, Hallucination, Source, Timings
+from rag.workspace import Workspace
+
+MAX_QUESTION_CHARS = 4000
+NO_SOURCES = "I can't answer that from your documents: nothing I retrieved is relevant to the question."
+NOT_GROUNDED = (
+    "I can't give a reliable answer from your documents: the draft answer did not draw on the "
+    "retrieved sources, so it was held back."
+)
+_MODEL_DECLINED = re.compile(
+    r"\b(i (do not|don't|cannot|can't) (know|answer|find)|not (mentioned|stated|provided|found) in|"
+    r"(sources|context|documents) (do not|don't) (contain|say|mention))",
+    re.IGNORECASE,
+)
+
+
+def check_question(question: str) -> str:
+    text = question.strip()
+    if not text:
+        raise BadInput("the question is empty")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise BadInput(f"the question is {len(text):,} characters; the limit is {MAX_QUESTION_CHARS:,}")
+    return text
+
+
+def declined(answer: str) -> bool:
+    """True when the model itself said the sources don't hold the answer."""
+    return bool(_MODEL_DECLINED.search(answer))
+
+
+class AnswerPipeline:
+    def __init__(self, workspace: Workspace, generator: Generator, detector: Detector) -> None:
+        self.ws = workspace
+        self.generator = generator
+        self.detector = detector
+
+    @property
+    def settings(self) -> Settings:
+        return self.ws.settings
+
+    def run(
+        self,
+        question: str,
+        sources: list[Source],
+        relevance: float,
+        retrieve_ms: float,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Answer from already-retrieved sources; ``relevance`` is the best dense similarity."""
+        started = time.perf_counter()
+        timings = Timings(retrieve_ms=retrieve_ms)
+        model = {"generator": self.generator.name, "embedder": self.settings.embedder}
+        if not sources or relevance < self.settings.min_relevance:
+            if on_token:
+                on_token(NO_SOURCES)
+            method = f"abstained: best source similarity {relevance:.2f} < {self.settings.min_relevance}"
+            answer = self._answer(question, NO_SOURCES, sources, None, timings, model, abstained=True)
+            answer.hallucination = Hallucination(0.0, False, method, self.detector.threshold)
+        else:
+            generation = self.generator.generate(question, sources, on_token=on_token)
+            timings.prefill_ms, timings.decode_ms = generation.prefill_ms, generation.decode_ms
+            t0 = time.perf_counter()
+            attribution = attribute(generation, sources, self.detector)
+            timings.attribute_ms = (time.perf_counter() - t0) * 1000
+            text = generation.text.strip()
+            if attribution.hallucination.risk >= self.settings.abstain_risk and not declined(text):
+                answer = self._answer(question, NOT_GROUNDED, sources, attribution, timings, model, True)
+                answer.draft, answer.sentences = text, []
+            else:
+                answer = self._answer(question, generation.text, sources, attribution, timings, model)
+                answer.abstained = declined(text)
+        timings.total_ms = retrieve_ms + (time.perf_counter() - started) * 1000
+        self.store(answer)
+        return answer
+
+    def _answer(
+        self,
+        question: str,
+        text: str,
+        sources: list[Source],
+        attribution: Attribution | None,
+        timings: Timings,
+        model: dict[str, str],
+        abstained: bool = False,
+    ) -> Answer:
+        return Answer(
+            id=uuid.uuid4().hex,
+            question=question,
+            answer=text,
+            created_at=datetime.now(UTC).isoformat(),
+            model=model,
+            sources=attribution.sources if attribution else sources,
+            sentences=attribution.sentences if attribution else [],
+            hallucination=attribution.hallucination
+            if attribution
+            else Hallucination(0.0, False, "none", self.detector.threshold),
+            timings=timings,
+            abstained=abstained,
+            attention_sink=attribution.attention_sink if attribution else 0.0,
+        )
+
+    def store(self, answer: Answer) -> None:
+        with transaction(self.ws.sessions) as s:
+            s.add(
+                AnswerRecord(
+                    id=answer.id,
+                    question=answer.question,
+                    answer=answer.answer,
+                    created_at=datetime.fromisoformat(answer.created_at),
+                    risk=answer.hallucination.risk,
+                    flagged=answer.hallucination.flagged,
+                    report=answer.to_dict(),
+                )
+            )
+
+
+def load_answer(workspace: Workspace, answer_id: str) -> Answer | None:
+    """A stored answer; readable without loading any model."""
+    with workspace.sessions() as s:
+        record = s.get(AnswerRecord, answer_id)
+        return Answer.from_dict(record.report) if record else None

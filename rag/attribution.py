@@ -1,0 +1,177 @@
+"""From attention masses to what the user sees: each chunk's share of the answer's attention, each
+sentence's support and lookback ratio, and a hallucination risk per sentence and for the answer.
+
+Input is a `Generation` (rag.generate): features (T, L, H, S) = for each answer token t, layer l and
+head h, the attention mass on each prompt segment (sink, instruction, question, answer so far, chunk
+1..k). Definitions follow DESIGN.md "Attribution: definitions":
+
+    chunk mass  m_c(t) = mass of t on chunk c, averaged over heads and the attribution layers
+    answer share       = mean_t m_c(t), normalised over the retrieved chunks (shares sum to 1)
+    lookback ratio     = mass on chunks / (mass on chunks + mass on the answer so far)
+
+Attribution layers are the upper half of the network: the lower layers attend by position (the
+first and last chunk get most of their attention whatever they say), the upper ones by content;
+on SQuAD questions with the answer in one of three chunks the upper half picked the right chunk far
+more often. A sentence pools its tokens' masses before taking any ratio (see rag.detect for why).
+The first token (the attention sink) soaks up a large part of all attention whatever the question;
+it is reported apart and counted neither as context nor in the shares.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+
+from rag.detect import Detector, features
+from rag.generate import FIRST_CHUNK, GENERATED, SINK, Generation
+from rag.types import Attribution, Hallucination, SentenceAttribution, Source
+
+
+def attribution_layers(n_layers: int) -> slice:
+    """The layers whose attention says which chunk a token drew on: the upper half."""
+    return slice(n_layers // 2, n_layers)
+
+
+def chunk_masses(masses: torch.Tensor) -> torch.Tensor:
+    """(T, L, H, S) -> (T, k): each token's mass per chunk, mean over heads and attribution layers."""
+    return masses[:, attribution_layers(masses.shape[1]), :, FIRST_CHUNK:].mean(dim=(1, 2))
+
+
+def normalised(x: torch.Tensor) -> torch.Tensor:
+    """Scale to sum 1 (uniform when all zero, which only happens with no tokens)."""
+    total = x.sum()
+    return x / total if total > 0 else torch.full_like(x, 1.0 / max(len(x), 1))
+
+
+def lookback_ratios(masses: torch.Tensor) -> torch.Tensor:
+    """(T, L, H, S) -> (T,): per token, chunk mass / (chunk mass + answer mass), over all layers and
+    heads. The first token has no answer to look back on: its ratio is 1."""
+    chunks = masses[..., FIRST_CHUNK:].sum(-1).mean(dim=(1, 2))  # (T,)
+    answer = masses[..., GENERATED].mean(dim=(1, 2))  # (T,)
+    return chunks / (chunks + answer).clamp_min(1e-12)
+
+
+def pooled_lookback(masses: torch.Tensor) -> float:
+    """One ratio for a set of tokens: their masses are summed before the ratio is taken."""
+    chunks = float(masses[..., FIRST_CHUNK:].sum())
+    answer = float(masses[..., GENERATED].sum())
+    return chunks / (chunks + answer) if chunks + answer > 0 else 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# sentences
+
+# a sentence ends at . ! or ? (with closing quotes/brackets) and keeps the [n] citations that follow
+_END = re.compile(r"""[.!?]+["'”’)]*(?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])*(?=\s|$)""")
+_ABBREVIATIONS = frozenset(
+    ["e.g", "i.e", "mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "no", "fig", "approx", "inc", "ltd",
+     "jr", "sr", "cf", "al", "ca"]
+)
+
+
+def _false_end(text: str, line_start: int, m: re.Match[str], line_end: int) -> bool:
+    """A period that ends an abbreviation, an initial or a list number, or runs on in lower case."""
+    if not m.group().startswith("."):
+        return False
+    word = text[line_start : m.start()].rsplit(None, 1)[-1:] or [""]
+    w = word[0].lstrip("([\"'").lower()
+    if w in _ABBREVIATIONS or (len(w) == 1 and w.isalpha()):
+        return True
+    if w.isdigit() and not text[line_start : m.start()].strip()[: -len(w)].strip():
+        return True  # "1." opening a list item
+    rest = text[m.end() : line_end].lstrip()
+    return bool(rest) and rest[0].islower()
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Char [start, end) of each sentence, whitespace trimmed; lines always break sentences."""
+    spans: list[tuple[int, int]] = []
+    for line in re.finditer(r"[^\n]+", text):
+        start = line.start()
+        for m in _END.finditer(text, line.start(), line.end()):
+            if not _false_end(text, line.start(), m, line.end()):
+                spans.append((start, m.end()))
+                start = m.end()
+        spans.append((start, line.end()))
+    trimmed = []
+    for start, end in spans:
+        piece = text[start:end]
+        if piece.strip():
+            lead = len(piece) - len(piece.lstrip())
+            trimmed.append((start + lead, start + len(piece.rstrip())))
+    return trimmed
+
+
+def sentence_of_tokens(offsets: Sequence[tuple[int, int]], sentences: Sequence[tuple[int, int]]) -> list[int]:
+    """Per token, the index of the sentence holding its last character (-1: whitespace between)."""
+    owner = []
+    for start, end in offsets:
+        anchor = end - 1 if end > start else start
+        owner.append(next((i for i, (s, e) in enumerate(sentences) if s <= anchor < e), -1))
+    return owner
+
+
+# --------------------------------------------------------------------------------------------------
+# the report
+
+
+def attribute(
+    generation: Generation, sources: Sequence[Source], detector: Detector | None = None
+) -> Attribution:
+    """Shares, sentence support, lookback and risk for an answer; fills `Source.attention_mass`.
+
+    `sources` are the retrieved chunks the prompt was built from, in rank order; those the prompt
+    had no room for get share 0."""
+    prompt = generation.prompt
+    if [s.chunk_id for s in sources[: prompt.n_chunks]] != prompt.chunk_ids:
+        raise ValueError("sources do not match the chunks the generation's prompt was built from")
+    detector = detector or Detector.load()
+    masses = generation.features  # (T, L, H, S)
+    if not detector.fits(masses.shape[1], masses.shape[2]):
+        detector = Detector.baseline()  # weights trained on another generator do not transfer
+    k, T = prompt.n_chunks, masses.shape[0]
+    per_chunk = chunk_masses(masses)  # (T, k)
+
+    def support(rows: torch.Tensor) -> dict[int, float]:
+        shares = normalised(per_chunk[rows].mean(0)) if k else per_chunk.new_zeros(0)
+        out = {s.chunk_id: 0.0 for s in sources}
+        for chunk_id, share in zip(prompt.chunk_ids, shares.tolist(), strict=True):
+            out[chunk_id] += share
+        return out
+
+    everything = torch.ones(T, dtype=torch.bool)
+    answer_support = support(everything)
+    for source in sources:
+        source.attention_mass = answer_support[source.chunk_id] if T else None
+
+    spans = split_sentences(generation.text)
+    owner = torch.tensor(sentence_of_tokens(generation.offsets, spans), dtype=torch.long)
+    sentences = []
+    for i, (start, end) in enumerate(spans):
+        rows = owner == i  # (T,) bool
+        has_tokens = bool(rows.any())
+        risk = float(detector.predict(features(masses, rows))) if has_tokens else 0.0
+        sentences.append(
+            SentenceAttribution(
+                text=generation.text[start:end],
+                start=start,
+                end=end,
+                support=support(rows) if has_tokens else {s.chunk_id: 0.0 for s in sources},
+                lookback=pooled_lookback(masses[rows]),
+                risk=risk,
+                flagged=risk >= detector.threshold,
+            )
+        )
+    # the answer is as risky as its riskiest sentence: one made-up claim is enough to warn about
+    risk = max((s.risk for s in sentences), default=0.0)
+    return Attribution(
+        sources=list(sources),
+        sentences=sentences,
+        hallucination=Hallucination(
+            risk=risk, flagged=risk >= detector.threshold and bool(sentences), method=detector.method,
+            threshold=detector.threshold,
+        ),
+        attention_sink=float(masses[..., SINK].mean()) if T else 0.0,
+    )

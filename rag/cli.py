@@ -1,0 +1,351 @@
+"""The `rag` command. Each command builds Settings from env vars plus its flags, then calls one verb
+of ``rag.core.Rag``; output is human-readable, or JSON with ``--json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rag.config import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="sightline: answers that show their work.")
+docs_app = typer.Typer(no_args_is_help=True, help="List or remove ingested documents.")
+index_app = typer.Typer(no_args_is_help=True, help="Verify or rebuild the vector index from SQL.")
+app.add_typer(docs_app, name="docs")
+app.add_typer(index_app, name="index")
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="workspace folder (env RAG_HOME)")]
+DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL (env RAG_DATABASE_URL)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+ModeOpt = Annotated[str | None, typer.Option("--mode", help="retrieval: dense, lexical or hybrid (default)")]
+
+
+def settings_from(**flags: Any) -> Settings:
+    """Env vars, overridden by the flags the user actually gave."""
+    return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def open_rag(home: Path | None, database_url: str | None, **flags: Any) -> Any:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    from rag.core import Rag
+
+    return Rag(settings_from(home=home, database_url=database_url, **flags))
+
+
+def print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def search(
+    query: str,
+    k: Annotated[int, typer.Option("--k", min=1, max=50)] = 5,
+    path_prefix: Annotated[str | None, typer.Option(help="only documents under this path")] = None,
+    doc_type: Annotated[str | None, typer.Option(help="only this type: pdf, md, html, ...")] = None,
+    mode: ModeOpt = None,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Retrieval only: the chunks an answer would be built from."""
+    from rag.retrieve import Filters
+    from rag.types import BadInput
+
+    rag = open_rag(home, database_url)
+    try:
+        sources = rag.search(query, k, Filters(path_prefix, doc_type), mode)
+    except BadInput as exc:
+        fail(str(exc), 2)
+        return
+    if as_json:
+        print_json({"results": [s.to_dict() for s in sources]})
+        return
+    if not sources:
+        typer.echo("no results (is anything ingested? try `rag ingest data/`)")
+    for s in sources:
+        where = f"{s.path}" + (f" p.{s.page}" if s.page else "")
+        typer.echo(f"[{s.rank}] {s.score:.3f}  {where}  chars {s.char_start}-{s.char_end}")
+        typer.echo("    " + " ".join(s.text.split())[:240])
+
+
+def answer_text(answer: Any, answer_already_shown: bool = False) -> str:
+    """An Answer for the terminal: the answer, flagged sentences, sources with attention shares."""
+    lines = [] if answer_already_shown else [answer.answer]
+    lines.append("")
+    if answer.abstained and answer.draft:
+        lines.append(f"(held back draft: {answer.draft})")
+    for sent in answer.sentences:
+        if sent.flagged:
+            lines.append(f"! likely unsupported (risk {sent.risk:.2f}): {sent.text}")
+    h = answer.hallucination
+    lines.append(f"hallucination risk {h.risk:.2f} ({'FLAGGED' if h.flagged else 'ok'}, {h.method})")
+    lines.append("sources (share of the answer's attention):")
+    for src in answer.sources:
+        share = f"{100 * src.attention_mass:5.1f}%" if src.attention_mass is not None else "    -"
+        where = Path(src.path).name + (f" p.{src.page}" if src.page else "")
+        lines.append(f"  [{src.rank}] {share}  {where}  (score {src.score:.3f})")
+    lines.append(f"answer id {answer.id}: `rag report {answer.id} --html report.html` for the full report")
+    return "\n".join(lines)
+
+
+@app.command()
+def ask(
+    question: str,
+    k: Annotated[int | None, typer.Option("--k", min=1, max=50, help="sources to retrieve")] = None,
+    path_prefix: Annotated[str | None, typer.Option(help="only documents under this path")] = None,
+    doc_type: Annotated[str | None, typer.Option(help="only this type: pdf, md, html, ...")] = None,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Answer from your documents, with [n] citations, attention shares and flagged sentences."""
+    from rag.retrieve import Filters
+    from rag.types import BadInput
+
+    rag = open_rag(home, database_url)
+    stream = not as_json and sys.stdout.isatty()
+    try:
+        answer = rag.ask(
+            question,
+            k,
+            Filters(path_prefix, doc_type),
+            on_token=(lambda t: typer.echo(t, nl=False)) if stream else None,
+        )
+    except BadInput as exc:
+        fail(str(exc), 2)
+        return
+    if as_json:
+        print_json(answer.to_dict())
+        return
+    typer.echo(answer_text(answer, answer_already_shown=stream))
+
+
+@app.command()
+def report(
+    answer_id: str,
+    html: Annotated[Path | None, typer.Option("--html", help="write the HTML report to this file")] = None,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """The stored attribution report of an earlier answer."""
+    from rag.report import render_html
+
+    answer = open_rag(home, database_url).get_answer(answer_id)
+    if answer is None:
+        fail(f"no answer with id {answer_id}")
+        return
+    if html is not None:
+        html.write_text(render_html(answer), encoding="utf-8")
+        typer.echo(f"wrote {html}")
+    elif as_json:
+        print_json(answer.to_dict())
+    else:
+        typer.echo(answer_text(answer))
+
+
+@app.command()
+def attribute(
+    question: Annotated[str, typer.Option("--question", help="the question that was asked")],
+    answer: Annotated[str, typer.Option("--answer", help="the answer to check (written by any LLM)")],
+    context: Annotated[Path | None, typer.Option("--context", help="a text file with the context")] = None,
+    chunks: Annotated[str | None, typer.Option("--chunks", help="comma-separated chunk ids")] = None,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Attribution of an answer written elsewhere, teacher-forced through our decoder."""
+    from rag.types import BadInput
+
+    if (context is None) == (chunks is None):
+        fail("give exactly one of --context FILE or --chunks ID,...", 2)
+    try:
+        chunk_ids = [int(c) for c in chunks.split(",") if c.strip()] if chunks else None
+        text = context.read_text(encoding="utf-8") if context else None
+        result = open_rag(home, database_url).attribute(question, answer, text, chunk_ids)
+    except (BadInput, ValueError, OSError) as exc:
+        fail(str(exc), 2)
+        return
+    if as_json:
+        print_json(result.to_dict())
+        return
+    h = result.hallucination
+    typer.echo(
+        f"risk {h.risk:.2f} ({'FLAGGED' if h.flagged else 'ok'}; {h.method}, threshold {h.threshold:.2f})"
+    )
+    for src in result.sources:
+        typer.echo(f"  [{src.rank}] {100 * (src.attention_mass or 0):5.1f}%  {src.path}")
+    for sent in result.sentences:
+        mark = "!" if sent.flagged else " "
+        typer.echo(f" {mark} risk {sent.risk:.2f}  {sent.text}")
+
+
+@docs_app.command("list")
+def docs_list(as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Every document with its status; failed ones say why."""
+    rows = [d.to_dict() for d in open_rag(home, database_url).documents()]
+    if as_json:
+        print_json({"documents": rows})
+        return
+    for r in rows:
+        line = f"{r['id']:>5}  {r['status']:<6} {r['doc_type']:<5} {r['chunks']:>4} chunks  {r['path']}"
+        typer.echo(line + (f"  ({r['error']})" if r["error"] else ""))
+    typer.echo(f"{len(rows)} documents")
+
+
+@docs_app.command("rm")
+def docs_rm(document_id: int, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Remove a document and its chunks from SQL and the indexes."""
+    if not open_rag(home, database_url).delete_document(document_id):
+        fail(f"no document with id {document_id} (see `rag docs list`)")
+    typer.echo(f"removed document {document_id}")
+
+
+@index_app.command("check")
+def index_check(home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Exit 0 when the saved FAISS index holds exactly the chunks in SQL, 1 otherwise."""
+    result = open_rag(home, database_url).workspace.check_indexes()
+    typer.echo(result.describe())
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@index_app.command("rebuild")
+def index_rebuild(home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Rebuild the index from the embeddings stored in SQL (no model needed)."""
+    count = open_rag(home, database_url).workspace.rebuild_indexes()
+    typer.echo(f"rebuilt the index: {count} chunks")
+
+
+@app.command()
+def bench(
+    names: Annotated[list[str] | None, typer.Argument(help="ingest, decode, retrieve, load")] = None,
+) -> None:
+    """Run benchmarks (same as `python -m bench`): a table each, JSON in bench/results/."""
+    from bench.__main__ import main as bench_main
+
+    raise typer.Exit(bench_main(names or []))
+
+
+# --------------------------------------------------------------------------------------------------
+# rag eval: detector quality, detector training, answer quality (more evaluations add commands here)
+
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate (and train) against labelled data.")
+app.add_typer(eval_app, name="eval")
+
+
+def _quiet_models() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@eval_app.command("detect")
+def eval_detect(
+    file: Annotated[Path, typer.Argument(help="JSONL: {question, context, response, hallucinated}")],
+    split: Annotated[str | None, typer.Option(help="only lines with this 'split' (train/val/test)")] = None,
+    detector: Annotated[Path | None, typer.Option(help="detector JSON (default: the shipped one)")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="do not reuse cached features")] = False,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Detector quality: AUROC, F1 at the shipped threshold, n; and answer length alone, on the same lines."""
+    from rag.evaluation.detect import evaluate_file, format_report
+
+    _quiet_models()
+    try:
+        result = evaluate_file(file, settings_from(home=home), detector, split, use_cache=not no_cache)
+    except (ValueError, OSError) as exc:
+        fail(str(exc), 2)
+        return
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        typer.echo(format_report(result))
+
+
+@eval_app.command("train-detector")
+def eval_train_detector(
+    data: Annotated[Path | None, typer.Option(help="folder with halueval_qa/ and squad_v2_dev/")] = None,
+    out: Annotated[Path | None, typer.Option(help="detector file to write (default: shipped)")] = None,
+    squad_n: Annotated[int, typer.Option(help="SQuAD questions for the answer-swap set")] = 600,
+    write_data: Annotated[Path | None, typer.Option(help="also write the JSONL sets to this folder")] = None,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Train the hallucination detector on teacher-forced HaluEval and SQuAD answers (features cached)."""
+    from rag.evaluation.detect import format_train, train_from_data
+    from rag.evaluation.detect_data import SHARED_DATA
+
+    _quiet_models()
+    try:
+        _, result = train_from_data(data or SHARED_DATA, settings_from(home=home), out, squad_n, write_data)
+    except (ValueError, OSError) as exc:
+        fail(str(exc), 2)
+        return
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        typer.echo(format_train(result))
+
+
+@eval_app.command("squad")
+def eval_squad(
+    file: Annotated[Path, typer.Argument(help="SQuAD-2 dev_flat.jsonl or the official JSON")],
+    n: Annotated[int, typer.Option("--n", min=1, help="questions to sample")] = 300,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    k: Annotated[int, typer.Option("--k", min=1, max=50, help="recall@k of the gold paragraph")] = 5,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Answer quality: recall@k of the gold paragraph, token-F1, abstention on unanswerable questions."""
+    from rag.evaluation.squad import evaluate, format_report
+
+    _quiet_models()
+    try:
+        result = evaluate(file, settings_from(home=home), n=n, seed=seed, k=k)
+    except (ValueError, OSError, KeyError) as exc:
+        fail(str(exc), 2)
+        return
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        typer.echo(format_report(result))
+
+
+def main() -> None:
+    from ingest.cli import ingest_command
+
+    app.command("ingest")(ingest_command)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="processes; more than 1 wants PostgreSQL")] = 1,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """The REST service (OpenAPI at /docs): FastAPI under uvicorn, the models loaded once per worker."""
+    from api.main import serve as run_service
+
+    run_service(settings_from(home=home, database_url=database_url), host, port, workers)

@@ -1,0 +1,143 @@
+"""``Rag``: the few verbs sightline offers (ingest, search, ask, attribute), on one object.
+The CLI and the REST service are thin shells over it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rag.config import Settings
+from rag.ingestion import Ingestor, IngestSummary, ProgressFn
+from rag.retrieve import Filters, Retriever
+from rag.store import DocumentInfo, document_infos, sources_for
+from rag.types import Answer, Attribution, BadInput, Source
+from rag.workspace import Workspace
+
+if TYPE_CHECKING:
+    from rag.answering import AnswerPipeline
+
+
+class Rag:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.workspace = Workspace(self.settings)
+        self._pipeline: AnswerPipeline | None = None
+        self._pipeline_lock = threading.Lock()
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(self.workspace)
+
+    def ingest(
+        self,
+        paths: Sequence[Path | str],
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> IngestSummary:
+        return Ingestor(self.workspace).run([Path(p) for p in paths], include, exclude, progress)
+
+    def search(
+        self, query: str, k: int | None = None, filters: Filters | None = None, mode: str | None = None
+    ) -> list[Source]:
+        """Retrieval only; ``mode`` is dense, lexical or hybrid (default: settings.retrieval_mode)."""
+        return self.retriever.run(query, k or self.settings.top_k, filters, mode).sources
+
+    # answering ---------------------------------------------------------------------------------------
+    @property
+    def generator_loaded(self) -> bool:
+        return self._pipeline is not None
+
+    def load_generator(self) -> AnswerPipeline:
+        """Load the generator and the detector once (first GGUF use converts it, ~30 s)."""
+        with self._pipeline_lock:
+            if self._pipeline is None:
+                from rag.answering import AnswerPipeline
+                from rag.detect import Detector
+                from rag.generate import Generator
+
+                self._pipeline = AnswerPipeline(
+                    self.workspace, Generator.load(self.settings), Detector.load()
+                )
+            return self._pipeline
+
+    def ask(
+        self,
+        question: str,
+        k: int | None = None,
+        filters: Filters | None = None,
+        *,
+        on_sources: Callable[[list[Source]], None] | None = None,
+        on_token: Callable[[str], None] | None = None,
+        mode: str | None = None,
+    ) -> Answer:
+        """Answer with citations and attribution; the answer is stored (see ``get_answer``)."""
+        from rag.answering import check_question
+
+        question = check_question(question)
+        pipeline = self.load_generator()
+        t0 = time.perf_counter()
+        found = self.retriever.run(question, k or self.settings.top_k, filters, mode)
+        retrieve_ms = (time.perf_counter() - t0) * 1000
+        if on_sources:
+            on_sources(found.sources)
+        return pipeline.run(question, found.sources, found.relevance, retrieve_ms, on_token)
+
+    def attribute(
+        self, question: str, answer: str, context: str | None = None, chunk_ids: list[int] | None = None
+    ) -> Attribution:
+        """Attribution of an answer written elsewhere, teacher-forced through our decoder in one pass.
+        Sources: the given chunks, else the given context text, else what retrieval finds."""
+        from rag.answering import check_question
+        from rag.attribution import attribute
+
+        question = check_question(question)
+        if not answer.strip():
+            raise BadInput("the answer is empty")
+        pipeline = self.load_generator()
+        if chunk_ids:
+            with self.workspace.sessions() as s:
+                sources = sources_for(s, [(int(c), 0.0) for c in chunk_ids])
+            missing = sorted(set(chunk_ids) - {x.chunk_id for x in sources})
+            if missing:
+                raise BadInput(f"unknown chunk ids: {missing[:10]}")
+        elif context is not None and context.strip():
+            sources = [Source(1, 0, 0, "(context)", "context", context, 0, len(context), 1.0)]
+        else:
+            sources = self.retriever.run(question, self.settings.top_k).sources
+            if not sources:
+                raise BadInput("no sources: give context or chunk_ids, or ingest documents first")
+        generation = pipeline.generator.teacher_force(question, sources, answer)
+        return attribute(generation, sources, pipeline.detector)
+
+    def get_answer(self, answer_id: str) -> Answer | None:
+        from rag.answering import load_answer
+
+        return load_answer(self.workspace, answer_id)
+
+    def report_html(self, answer_id: str) -> str | None:
+        from rag.report import render_html
+
+        answer = self.get_answer(answer_id)
+        return render_html(answer) if answer else None
+
+    def documents(self) -> list[DocumentInfo]:
+        with self.workspace.sessions() as s:
+            return document_infos(s)
+
+    def document(self, document_id: int) -> DocumentInfo | None:
+        with self.workspace.sessions() as s:
+            found = document_infos(s, document_id)
+        return found[0] if found else None
+
+    def delete_document(self, document_id: int) -> bool:
+        """Remove a document's chunks from SQL and the indexes; the indexes are saved at once."""
+        with self.workspace.write_lock():
+            deleted = self.workspace.delete_document(document_id)
+            if deleted:
+                self.workspace.save_indexes()
+        return deleted

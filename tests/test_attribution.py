@@ -1,0 +1,141 @@
+"""Attribution and the risk detector: sentence splitting and detector I/O alone, then shares, support
+and risk on answers from the real packaged model."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rag.attribution import attribute, lookback_ratios, pooled_lookback, split_sentences
+from rag.detect import BASELINE_METHOD, Detector, features
+from rag.generate import FIRST_CHUNK, GENERATED, Generator
+from tests.test_generate import generator, make_sources  # noqa: F401  (session fixture, shared)
+
+# ---- sentences (no model)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "Etna is 3,357 m high [1]. It is in Sicily [1][2].",
+            ["Etna is 3,357 m high [1].", "It is in Sicily [1][2]."],
+        ),
+        (
+            "Brazil grows most coffee. [2] Yemen grew it first.",
+            ["Brazil grows most coffee. [2]", "Yemen grew it first."],
+        ),
+        (
+            "Dr. Smith, e.g. a chemist, left. Why? No one knows!",
+            ["Dr. Smith, e.g. a chemist, left.", "Why?", "No one knows!"],
+        ),
+        ("Two items:\n1. coffee\n2. tea", ["Two items:", "1. coffee", "2. tea"]),
+        ("It costs 3.5 dollars. J. R. Tolkien wrote it", ["It costs 3.5 dollars.", "J. R. Tolkien wrote it"]),
+        ("  I don't know.  ", ["I don't know."]),
+        ("", []),
+    ],
+)
+def test_sentences_slice_the_text_exactly_and_keep_their_citations(text: str, expected: list[str]) -> None:
+    spans = split_sentences(text)
+    assert [text[s:e] for s, e in spans] == expected
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+
+
+# ---- detector and features (no model)
+
+
+def test_lookback_pools_masses_before_the_ratio() -> None:
+    masses = torch.zeros(2, 1, 1, FIRST_CHUNK + 1)  # (T, L, H, S)
+    masses[0, ..., FIRST_CHUNK], masses[0, ..., GENERATED] = 0.01, 0.0  # first token: ratio 1, tiny mass
+    masses[1, ..., FIRST_CHUNK], masses[1, ..., GENERATED] = 0.1, 0.9  # ratio 0.1
+    assert lookback_ratios(masses).tolist() == pytest.approx([1.0, 0.1])
+    assert pooled_lookback(masses) == pytest.approx(0.11 / 1.01)  # not the mean of ratios, 0.55
+    assert features(masses).tolist() == pytest.approx([0.11 / 1.01])
+    assert features(masses, torch.tensor([False, True])).tolist() == pytest.approx([0.1])
+
+
+def test_detector_round_trips_and_fits(tmp_path: Path) -> None:
+    assert Detector.load().method  # the shipped detector, or the baseline until one is trained
+    baseline = Detector.baseline()
+    assert baseline.method == BASELINE_METHOD and not baseline.trained and baseline.fits(7, 3)
+    assert float(baseline.predict(np.full(6, 0.9))) == 0.0 and float(baseline.predict(np.full(6, 0.1))) == 1.0
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    x = rng.normal(0.6, 0.05, (200, 6)) - 0.1 * y[:, None]  # hallucinated: lower lookback
+    trained = Detector.fit(x, y, n_layers=2, n_heads=3, meta={"trained_on": "synthetic"})
+    risk = trained.predict(x)
+    assert risk.shape == (200,) and ((risk >= trained.threshold) == y).mean() > 0.9
+    trained.save(tmp_path / "d.json")
+    again = Detector.load(tmp_path / "d.json")
+    assert again == trained and np.allclose(again.predict(x), risk)
+    assert again.fits(2, 3) and not again.fits(30, 9)
+    with pytest.raises(FileNotFoundError):
+        Detector.load(tmp_path / "absent.json")
+
+
+# ---- attribution with the real model
+
+
+@pytest.mark.slow
+def test_shares_sum_to_one_and_sentences_slice_the_answer(generator: Generator) -> None:  # noqa: F811
+    sources = make_sources()
+    gen = generator.generate("How tall is Mount Etna?", sources)
+    report = attribute(gen, sources)
+    shares = [s.attention_mass for s in report.sources]
+    assert all(x is not None and 0 <= x <= 1 for x in shares)
+    assert sum(x or 0 for x in shares) == pytest.approx(1.0, abs=1e-5)
+    assert 0 < report.attention_sink < 1
+    assert report.sentences
+    for sentence in report.sentences:
+        assert gen.text[sentence.start : sentence.end] == sentence.text
+        assert sum(sentence.support.values()) == pytest.approx(1.0, abs=1e-5)
+        assert set(sentence.support) == {10, 20, 30}
+        assert 0 <= sentence.lookback <= 1 and 0 <= sentence.risk <= 1
+        assert sentence.flagged == (sentence.risk >= report.hallucination.threshold)
+    assert report.hallucination.risk == max(s.risk for s in report.sentences)
+
+
+@pytest.mark.slow
+def test_the_chunk_holding_the_answer_gets_the_largest_share(generator: Generator) -> None:  # noqa: F811
+    # The answer is in the first chunk, the farthest from the question. (SmolLM2-135M's boilerplate
+    # tokens, "The answer is:", look at the chunk nearest the question whatever it says; an answer
+    # in the last chunk would pass for that reason alone.)
+    sources = make_sources()  # Volcanoes, Coffee, Chess
+    gen = generator.generate("How tall is Mount Etna?", sources)
+    assert "3,357" in gen.text
+    report = attribute(gen, sources)
+    top = max(report.sources, key=lambda s: s.attention_mass or 0)
+    assert top.title == "Volcanoes", [(s.title, s.attention_mass) for s in report.sources]
+
+
+FAITHFUL = "Coffee was first grown in Yemen in the 15th century."
+INVENTED = "Coffee was first grown by monks on the Moon in 1969."
+
+
+@pytest.mark.slow
+def test_a_contradicting_answer_is_riskier_than_a_faithful_one(generator: Generator) -> None:  # noqa: F811
+    sources = make_sources()
+    question = "Where and when was coffee first cultivated?"
+    faithful = generator.teacher_force(question, sources, FAITHFUL)
+    invented = generator.teacher_force(question, sources, INVENTED)
+    faithful_risk = attribute(faithful, sources).hallucination.risk
+    invented_risk = attribute(invented, sources).hallucination.risk
+    assert invented_risk > faithful_risk
+
+
+@pytest.mark.slow
+def test_sources_left_out_of_the_prompt_get_no_share(generator: Generator) -> None:  # noqa: F811
+    small = copy.copy(generator)
+    small.max_context_tokens = 60
+    sources = make_sources()
+    gen = small.generate("How tall is Mount Etna?", sources, max_new_tokens=8)
+    report = attribute(gen, sources)
+    left_out = sources[gen.prompt.n_chunks :]
+    assert left_out and all(s.attention_mass == 0.0 for s in left_out)
+    assert sum(s.attention_mass or 0 for s in report.sources) == pytest.approx(1.0, abs=1e-5)

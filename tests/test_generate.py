@@ -1,0 +1,160 @@
+"""The generator with the real packaged model (SmolLM2-135M): prompt layout, the prefix cache, and
+attention masses collected in the decoding pass itself."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+
+import pytest
+import torch
+
+from rag.config import Settings
+from rag.generate import FIRST_CHUNK, GENERATED, QUESTION, SINK, Generator, _TextStream
+from rag.types import Source
+from tests.conftest import MODELS_CACHE
+
+pytestmark = pytest.mark.slow
+
+TOPICS = {
+    "Volcanoes": (
+        "Mount Etna is an active volcano on the east coast of Sicily, Italy. It is the tallest active "
+        "volcano in Europe, about 3,357 metres high."
+    ),
+    "Coffee": (
+        "Coffee was first cultivated in Yemen in the 15th century. Today Brazil is the largest producer "
+        "of coffee in the world."
+    ),
+    "Chess": (
+        "The Sicilian Defence is a chess opening that begins with 1.e4 c5. It is the most popular "
+        "response to White's first move 1.e4."
+    ),
+}
+
+
+def make_sources(topics: dict[str, str] = TOPICS) -> list[Source]:
+    return [
+        Source(
+            rank=i + 1,
+            chunk_id=10 * (i + 1),
+            document_id=i + 1,
+            path=f"docs/{title.lower()}.txt",
+            title=title,
+            text=text,
+            char_start=0,
+            char_end=len(text),
+            score=0.9 - i / 10,
+        )
+        for i, (title, text) in enumerate(topics.items())
+    ]
+
+
+@functools.cache
+def load_generator(home: Path) -> Generator:
+    """Once per test session, whichever test module asks first (conversion ~30 s, then ~1 s)."""
+    return Generator.load(Settings(home=home, models_cache=MODELS_CACHE, max_new_tokens=40))
+
+
+@pytest.fixture(scope="session")
+def generator(tmp_path_factory: pytest.TempPathFactory) -> Generator:
+    return load_generator(tmp_path_factory.getbasetemp() / "generator-home")
+
+
+def test_gguf_is_converted_once_into_the_models_cache(generator: Generator) -> None:
+    folder = MODELS_CACHE / "SmolLM2-135M-Instruct.Q4_1"
+    assert (folder / "config.json").exists() and generator.name == folder.name
+    assert not [p for p in MODELS_CACHE.iterdir() if ".converting-" in p.name]
+
+
+def test_prompt_labels_every_token_with_its_segment(generator: Generator) -> None:
+    sources = make_sources()
+    prompt = generator.build_prompt("Where was coffee first grown?", sources)
+    decode = generator.tokenizer.decode
+    assert prompt.segments[0] == SINK and prompt.chunk_ids == [10, 20, 30]
+    for i, (source, (start, end)) in enumerate(zip(sources, prompt.chunk_spans, strict=True)):
+        block = decode(prompt.token_ids[start:end])
+        assert block.startswith(f"[{i + 1}] {source.title}") and source.text in block
+        assert set(prompt.segments[start:end]) == {FIRST_CHUNK + i}
+    assert decode(prompt.token_ids[slice(*prompt.question_span)]).strip() == "Where was coffee first grown?"
+    assert generator.instruction in decode(prompt.token_ids[slice(*prompt.instruction_span)])
+    assert set(prompt.segments[slice(*prompt.question_span)]) == {QUESTION}
+
+
+def test_prefix_cache_splits_at_a_token_boundary(generator: Generator) -> None:
+    prompt = generator.build_prompt("Where was coffee first cultivated?", make_sources())
+    assert prompt.prefix_len > 0
+    prefix = generator.tokenizer.decode(prompt.token_ids[: prompt.prefix_len])
+    assert prompt.text.startswith(prefix) and generator.instruction in prefix
+    # a prompt that would merge tokens across the split runs without the cache
+    merged = prompt.text[: len(prefix)].rstrip("\n") + "\n\n" + prompt.text[len(prefix) :]
+    ids = generator.tokenizer(merged, add_special_tokens=False)["input_ids"]
+    if ids[: prompt.prefix_len] != prompt.token_ids[: prompt.prefix_len]:
+        assert generator._prefix_len(merged, ids) == 0
+
+
+def test_prefix_cache_gives_identical_output(generator: Generator) -> None:
+    question, sources = "How tall is Mount Etna?", make_sources()
+    cached = generator.generate(question, sources)
+    uncached = generator.generate(question, sources, use_prefix_cache=False)
+    assert cached.prompt.prefix_len > 0 and uncached.prompt.prefix_len == 0
+    assert cached.token_ids == uncached.token_ids and cached.text == uncached.text
+    torch.testing.assert_close(cached.features, uncached.features, atol=1e-4, rtol=0)
+
+
+def test_attention_is_collected_in_the_decoding_pass(generator: Generator) -> None:
+    calls = []
+    hook = generator.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        gen = generator.generate("Which country produces the most coffee?", make_sources())
+    finally:
+        hook.remove()
+    # one prefill, then one pass per token after the first; a final EOS came from the last pass
+    assert len(calls) == len(gen.token_ids) + (gen.stop_reason == "eos")
+    shape = (len(gen.token_ids), generator.n_layers, generator.n_heads, FIRST_CHUNK + 3)  # (T, L, H, S)
+    assert gen.features.shape == shape
+    T, L, H, _ = shape
+    # every (token, layer, head) is a full softmax over the positions it saw
+    torch.testing.assert_close(gen.features.sum(-1), torch.ones(T, L, H), atol=1e-4, rtol=0)
+    assert float(gen.features[0, ..., GENERATED].abs().max()) == 0.0  # nothing generated before it
+
+
+def test_streamed_pieces_make_the_answer_and_offsets_slice_it(generator: Generator) -> None:
+    pieces: list[str] = []
+    gen = generator.generate("How tall is Mount Etna?", make_sources(), on_token=pieces.append)
+    assert gen.text and "".join(pieces) == gen.text
+    assert gen.prefill_ms > 0 and gen.decode_ms > 0
+    assert len(gen.offsets) == len(gen.token_ids)
+    rebuilt = "".join(gen.text[s:e] for s, e in gen.offsets)
+    assert rebuilt.strip() == gen.text
+
+
+def test_max_new_tokens_limits_the_answer(generator: Generator) -> None:
+    gen = generator.generate("Describe the Sicilian Defence in detail.", make_sources(), max_new_tokens=3)
+    assert len(gen.token_ids) <= 3 and gen.features.shape[0] == len(gen.token_ids)
+
+
+def test_teacher_forcing_reproduces_the_decoding_features(generator: Generator) -> None:
+    question, sources = "Where was coffee first cultivated?", make_sources()
+    gen = generator.generate(question, sources)
+    forced = generator.teacher_force(question, sources, gen.text)
+    assert forced.token_ids == gen.token_ids
+    torch.testing.assert_close(forced.features, gen.features, atol=1e-4, rtol=0)
+    assert forced.stop_reason == "teacher_forced" and forced.prompt.prefix_len > 0
+
+
+def test_context_budget_keeps_the_top_ranked_sources(generator: Generator) -> None:
+    small = copy.copy(generator)
+    small.max_context_tokens = 60
+    prompt = small.build_prompt("How tall is Mount Etna?", make_sources())
+    assert 1 <= prompt.n_chunks < 3 and prompt.chunk_ids == [10, 20, 30][: prompt.n_chunks]
+
+
+def test_stream_holds_back_a_stop_string_until_it_is_decided(generator: Generator) -> None:
+    tok = generator.tokenizer
+    stream = _TextStream(tok, ["\nQuestion:"])
+    pieces = [stream.push(t) for t in tok("Paris.\nQuestion: what", add_special_tokens=False)["input_ids"]]
+    pieces.append(stream.finish())
+    assert stream.stopped and "".join(pieces) == "Paris."
+    text, ids, offsets = stream.result()
+    assert text == "Paris." and tok.decode(ids) == "Paris." and offsets[-1][1] == len(text)
