@@ -1,0 +1,380 @@
+"""`rag eval`: metric functions on hand-computable cases, the detector data builders on made-up files,
+training on synthetic features, the shipped detector file, and `rag eval detect` end to end with the
+real packaged generator. Nothing here reads ../shared (a fresh clone has none)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rag.detect import DEFAULT_PATH, Detector
+from rag.evaluation.detect import (
+    AnswerFeatures,
+    FeatureStore,
+    answer_risk,
+    auroc,
+    f1_at,
+    train_detector,
+)
+from rag.evaluation.detect_data import (
+    DetectExample,
+    halueval_sets,
+    read_examples,
+    split_of,
+    squad_swap,
+    words,
+    write_examples,
+)
+from rag.evaluation.squad import (
+    QuestionResult,
+    abstention_accuracy,
+    contains_answer,
+    max_f1,
+    normalize_answer,
+    strip_citations,
+    summarise,
+    token_f1,
+)
+from tests.conftest import MODELS_CACHE
+
+# --------------------------------------------------------------------------------------------------
+# metrics
+
+
+def test_auroc_counts_pairs_and_halves_ties() -> None:
+    # positives 0.35 and 0.8 against negatives 0.1 and 0.4: 3 of 4 pairs ordered right
+    assert auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert auroc([1, 2, 3, 4], [0, 0, 1, 1]) == 1.0
+    assert auroc([4, 3, 2, 1], [0, 0, 1, 1]) == 0.0
+    assert auroc([0.5, 0.5], [0, 1]) == 0.5  # a tie counts half
+    assert auroc([0.2, 0.5, 0.5, 0.9], [0, 0, 1, 1]) == pytest.approx(0.875)  # (1 + 0.5 + 1 + 1) / 4
+    assert math.isnan(auroc([0.1, 0.2], [1, 1]))
+
+
+def test_auroc_agrees_with_sklearn() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 5, 200).astype(float)  # many ties
+    y = rng.integers(0, 2, 200)
+    assert auroc(s, y) == pytest.approx(roc_auc_score(y, s))
+
+
+def test_f1_at_threshold() -> None:
+    # predicted positive: 0.6, 0.9 (>= 0.5); true positives: the 0.9 one -> P = 1/2, R = 1/2
+    assert f1_at([0.1, 0.6, 0.9, 0.3], [0, 0, 1, 1], 0.5) == pytest.approx(0.5)
+    assert f1_at([0.1, 0.2], [0, 0], 0.5) == 0.0
+
+
+def test_squad_normalisation_and_token_f1() -> None:
+    assert normalize_answer("The  Normans, in France!") == "normans in france"
+    assert token_f1("The Normans", "Normans") == 1.0
+    # pred {cat, sat} vs gold {cat, sat, on, mat}: P = 1, R = 1/2, F1 = 2/3
+    assert token_f1("the cat sat", "cat sat on a mat") == pytest.approx(2 / 3)
+    assert token_f1("dog", "cat") == 0.0
+    assert max_f1("in 1066", ["1066", "the year 1066"]) == pytest.approx(2 / 3)
+    assert max_f1("anything", []) == 0.0
+    assert contains_answer("They settled in France [1].", ["france"])
+    assert not contains_answer("They settled in Frankfurt.", ["Frank"])  # whole words only
+    assert strip_citations("Paris [1] is big [2, 3].") == "Paris is big ."
+
+
+def test_abstention_accuracy_counts_only_unanswerable() -> None:
+    abstained = [True, False, True, False]
+    answerable = [False, False, True, True]
+    assert abstention_accuracy(abstained, answerable) == 0.5
+    assert math.isnan(abstention_accuracy([True], [True]))
+
+
+def test_squad_summary() -> None:
+    def q(answerable: bool, abstained: bool, f1: float, gold: bool, risk: float | None) -> QuestionResult:
+        return QuestionResult("id", "q?", answerable, "a", abstained, gold, f1, f1 == 1.0, risk, 1.0)
+
+    r = summarise(
+        [
+            q(True, False, 1.0, True, 0.2),
+            q(True, True, 0.0, False, 0.9),
+            q(False, True, 0.0, False, None),
+            q(False, False, 0.0, True, 0.6),
+        ],
+        k=5,
+    )
+    assert (r.n, r.n_answerable, r.n_unanswerable) == (4, 2, 2)
+    assert r.recall_at_k == 0.5 and r.f1 == 0.5 and r.f1_answered == 1.0
+    assert r.abstention_accuracy == 0.5 and r.false_abstention == 0.5
+    assert r.squad2_f1 == pytest.approx((1 + 0 + 1 + 0) / 4)
+    assert r.mean_risk_answerable == pytest.approx(0.55) and r.mean_risk_unanswerable == pytest.approx(0.6)
+
+
+# --------------------------------------------------------------------------------------------------
+# data builders
+
+
+def _halueval_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "halueval_qa"
+    folder.mkdir()
+    items = [
+        (
+            "Paris is the capital of France.",
+            "What is the capital of France?",
+            "Paris",
+            "Lyon is the capital of France.",
+        ),
+        ("The Nile flows through Egypt.", "Which river flows through Egypt?", "The Nile", "The Amazon."),
+        (
+            "Ada Lovelace wrote the first program.",
+            "Who wrote the first program?",
+            "Ada Lovelace",
+            "It was Charles Babbage who wrote it in 1843.",
+        ),
+        (
+            "Mount Everest is 8,849 metres high.",
+            "How high is Everest?",
+            "8,849 metres",
+            "Everest is 9,100 metres high.",
+        ),
+        ("Tokyo hosted the 1964 Olympics.", "Which city hosted the 1964 Olympics?", "Tokyo", "Osaka"),
+        ("Is water wet? Yes.", "Is water wet?", "yes", "No, water is dry."),
+    ]
+    for name in ("qa_one-turn_data.json", "qa_multi-turn_data.json"):
+        lines = [
+            json.dumps({"knowledge": k, "question": q, "right_answer": r, "hallucinated_answer": h})
+            for k, q, r, h in items
+        ]
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_halueval_sets(tmp_path: Path) -> None:
+    sets = halueval_sets(_halueval_folder(tmp_path))
+    raw, matched, swap = sets["halueval"], sets["halueval-matched"], sets["halueval-swap"]
+    assert len(raw) == 12  # per question: the right answer + the (identical) hallucinated one, once
+    assert sum(e.hallucinated for e in raw) == 6
+    # length-matched: as many faithful as hallucinated answers of every word count
+    for n in {words(e.response) for e in matched}:
+        same = [e for e in matched if words(e.response) == n]
+        assert sum(e.hallucinated for e in same) * 2 == len(same)
+    assert matched and auroc([words(e.response) for e in matched], [e.hallucinated for e in matched]) == 0.5
+    # swap: same template, the distractor is not in the knowledge; yes/no questions left out
+    assert swap and all(e.response.startswith("The answer is ") for e in swap)
+    assert not any(e.question == "Is water wet?" for e in swap)
+    for e in swap:
+        if e.hallucinated:
+            assert e.response.removeprefix("The answer is ").rstrip(".").lower() not in e.context.lower()
+    # every line of a question is in the same split, in every set
+    for e in raw + matched + swap:
+        assert e.split == split_of(e.group) and e.split in ("train", "val", "test")
+
+
+def test_squad_swap_and_jsonl_round_trip(tmp_path: Path) -> None:
+    rows = []
+    for i, (title, context, question, answer) in enumerate(
+        [
+            ("A", "The castle was built in 1066 by William.", "When was the castle built?", "1066"),
+            ("B", "The bridge opened in 1932 after long delays.", "When did the bridge open?", "1932"),
+            ("C", "The tower was finished in 1889 for the fair.", "When was the tower finished?", "1889"),
+            ("D", "Marie Curie discovered polonium.", "Who discovered polonium?", "Marie Curie"),
+            ("E", "Alan Turing broke the code.", "Who broke the code?", "Alan Turing"),
+        ]
+    ):
+        rows.append(
+            {
+                "id": str(i),
+                "title": title,
+                "paragraph_index": 0,
+                "context": context,
+                "question": question,
+                "answers": {"text": [answer], "answer_start": [0]},
+                "is_impossible": False,
+            }
+        )
+    rows.append(
+        {
+            "id": "x",
+            "title": "F",
+            "paragraph_index": 0,
+            "context": "Nothing here.",
+            "question": "Who?",
+            "answers": {"text": [], "answer_start": []},
+            "is_impossible": True,
+        }
+    )
+    flat = tmp_path / "dev_flat.jsonl"
+    flat.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = squad_swap(flat, n=10)
+    assert len(examples) == 10  # five answerable questions, a faithful and an unsupported answer each
+    by_question: dict[str, list[DetectExample]] = {}
+    for e in examples:
+        by_question.setdefault(e.question, []).append(e)
+    for pair in by_question.values():
+        faithful = next(e for e in pair if not e.hallucinated)
+        made_up = next(e for e in pair if e.hallucinated)
+        assert words(faithful.response) == words(made_up.response)  # same kind, same template
+        assert made_up.response.rstrip(".").split()[-1] not in made_up.context
+    path = tmp_path / "set.jsonl"
+    assert write_examples(path, examples) == 10
+    assert read_examples(path) == examples
+    test_only = read_examples(path, split="test")
+    assert all(e.split == "test" for e in test_only)
+
+
+# --------------------------------------------------------------------------------------------------
+# training and the feature cache, on synthetic features
+
+
+def _features(rng: np.random.Generator, hallucinated: bool, L: int = 2, H: int = 3) -> AnswerFeatures:
+    """Answers whose chunk mass on head (1, 2) is low when hallucinated; the other heads are noise."""
+    pooled = rng.uniform(0.5, 1.5, (L, H, 5)).astype(np.float32)
+    pooled[1, 2, 4] = rng.uniform(0.1, 0.6) if hallucinated else rng.uniform(0.9, 1.8)
+    ratio = pooled[..., 4] / (pooled[..., 4] + pooled[..., 3])
+    return AnswerFeatures(pooled, ratio.astype(np.float32), ratio.reshape(1, -1).astype(np.float32), 5)
+
+
+def test_training_picks_threshold_on_val_and_reports_test() -> None:
+    rng = np.random.default_rng(1)
+    sets: dict[str, list[DetectExample]] = {"squad-swap": [], "halueval": []}
+    feats: dict[str, list[AnswerFeatures]] = {"squad-swap": [], "halueval": []}
+    for name in sets:
+        for i in range(150):
+            group = f"{name}:{i}"
+            for label in (False, True):
+                sets[name].append(
+                    DetectExample("q", "c", f"a{i} {label}", label, group, split_of(group), source=name)
+                )
+                feats[name].append(_features(rng, label))
+    det, result = train_detector(
+        sets,
+        feats,
+        n_layers=2,
+        n_heads=3,
+        generator_name="toy",
+        trained_on="toy",
+        c_grid=(0.1, 1.0),
+        progress=None,
+    )
+    assert det.trained and det.n_layers == 2 and det.n_heads == 3
+    assert set(result.test) == {"squad-swap", "halueval"}
+    assert all(t.auroc > 0.95 for t in result.test.values())
+    assert det.meta["trained_on"] == "toy" and det.meta["auroc"]["squad-swap"] > 0.95
+    assert 0 < det.threshold < 1
+    risks = [answer_risk(det, f) for f in feats["squad-swap"]]
+    labels = [e.hallucinated for e in sets["squad-swap"]]
+    assert (
+        np.mean([r for r, y in zip(risks, labels, strict=True) if y])
+        > 0.5
+        > np.mean([r for r, y in zip(risks, labels, strict=True) if not y])
+    )
+
+
+def test_feature_store_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    store = FeatureStore(tmp_path / "cache.npz")
+    ex = [DetectExample("q", "c", f"answer {i}", bool(i % 2)) for i in range(3)]
+    for e in ex:
+        store.items[store.key("gen", e)] = _features(rng, e.hallucinated)
+    store.items[store.key("gen", ex[0])].sentences = np.zeros((0, 6), np.float32)  # no sentence
+    store.dirty = 3
+    store.save()
+    again = FeatureStore(tmp_path / "cache.npz")
+    assert set(again.items) == set(store.items)
+    for key, f in store.items.items():
+        g = again.items[key]
+        assert np.array_equal(f.pooled, g.pooled) and np.array_equal(f.sentences, g.sentences)
+        assert f.n_tokens == g.n_tokens
+    assert store.key("gen", ex[0]) != store.key("other-gen", ex[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# the shipped detector
+
+
+def test_shipped_detector_is_trained_and_says_on_what() -> None:
+    assert DEFAULT_PATH.exists(), "the trained detector must ship in the package"
+    detector = Detector.load()
+    assert detector.trained
+    assert detector.fits(30, 9)  # SmolLM2-135M: 30 layers, 9 heads
+    assert 0 < detector.threshold < 1
+    assert detector.meta["trained_on"] and detector.meta["auroc"]
+    risk = detector.predict(np.full(30 * 9, 0.5))
+    assert 0 <= float(risk) <= 1
+
+
+# --------------------------------------------------------------------------------------------------
+# with the real generator
+
+
+@pytest.mark.slow
+def test_teacher_force_many_matches_teacher_force() -> None:
+    from rag.config import Settings
+    from rag.evaluation.detect import context_source, teacher_force_many
+    from rag.generate import Generator
+
+    generator = Generator.load(Settings(models_cache=MODELS_CACHE))
+    sources = [context_source("Grace Darling rowed out with her father to rescue the survivors.")]
+    answers = ["Grace Darling rowed out.", "Napoleon did, in 1802.", ""]
+    many = teacher_force_many(generator, "Who rowed out?", sources, answers)
+    for answer, got in zip(answers, many, strict=True):
+        want = generator.teacher_force("Who rowed out?", sources, answer)
+        assert got.token_ids == want.token_ids and got.offsets == want.offsets
+        assert got.features.shape == want.features.shape
+        assert np.allclose(got.features.numpy(), want.features.numpy(), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_eval_detect_cli_end_to_end(tmp_path: Path) -> None:
+    from rag.cli import app
+
+    context = "Grace Darling and her father rowed out in 1838 to rescue nine survivors of the Forfarshire."
+    question = "Who rowed out to rescue the survivors of the Forfarshire?"
+    lines = [
+        {
+            "question": question,
+            "context": context,
+            "response": "Grace Darling and her father.",
+            "hallucinated": False,
+        },
+        {
+            "question": question,
+            "context": context,
+            "response": "The crew of HMS Victory.",
+            "hallucinated": True,
+        },
+        {
+            "question": "How many survivors were rescued?",
+            "context": context,
+            "response": "Nine.",
+            "hallucinated": False,
+        },
+        {
+            "question": "How many survivors were rescued?",
+            "context": context,
+            "response": "Forty-two.",
+            "hallucinated": True,
+        },
+    ]
+    path = tmp_path / "tiny.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    runner = CliRunner()
+    env = {"RAG_MODELS_CACHE": str(MODELS_CACHE)}
+    home = str(tmp_path / "home")
+    result = runner.invoke(app, ["eval", "detect", str(path), "--home", home], env=env)
+    assert result.exit_code == 0, result.output
+    for field in ("n 4", "AUROC", "F1", "threshold", "length alone", "baseline"):
+        assert field in result.output
+    # JSON, from the feature cache this time
+    result = runner.invoke(app, ["eval", "detect", str(path), "--home", home, "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == 4 and report["n_hallucinated"] == 2
+    for key in ("auroc", "f1", "threshold", "length_auroc", "baseline_auroc"):
+        assert 0 <= report[key] <= 1
+    assert (tmp_path / "home" / "eval-cache").is_dir()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q"}\n')
+    result = runner.invoke(app, ["eval", "detect", str(bad), "--home", home], env=env)
+    assert result.exit_code == 2 and "missing field" in result.output
