@@ -1,0 +1,114 @@
+"""The app factory, its error handlers, and ``serve`` (what `rag serve` runs).
+
+``create_app`` builds everything from one ``Settings``: uvicorn calls it once per worker process
+(``--factory``), and tests call it with settings of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware import Middleware
+from fastapi.responses import JSONResponse
+
+from api.deps import V1
+from api.metrics import HttpMetrics
+from api.middleware import ApiKeyAuth, BodyLimit
+from api.routes import api_router, health
+from api.schemas import error_responses
+from api.service import Service
+from rag.config import Settings
+from rag.core import Rag
+from rag.types import BadInput
+
+logger = logging.getLogger("sightline.api")
+
+MULTIPART_OVERHEAD = 256 * 1024  # part headers and boundaries on top of the files' own bytes
+
+
+def create_app(settings: Settings | None = None, *, load_models: bool = True) -> FastAPI:
+    """The service for one workspace. ``load_models=False`` skips loading the models at start-up (they
+    then load on first use): for tests and tools that never ask."""
+    settings = settings or Settings()
+    service = Service(Rag(settings), load_models=load_models)  # Rag opens (and migrates) the database
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="sightline",
+        summary="Answers from your documents that show their work: attention attribution and "
+        "hallucination flags per answer.",
+        version="0.1.0",
+        lifespan=lifespan,
+        middleware=[  # outermost first
+            Middleware(HttpMetrics, metrics=service.metrics),
+            Middleware(ApiKeyAuth, keys=settings.api_key_list, prefix=V1),
+            Middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD),
+        ],
+    )
+    app.state.service = service
+    _install_error_handlers(app)
+    app.include_router(api_router, responses=error_responses(400, 401, 413, 422))
+    app.include_router(health.router)
+    return app
+
+
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a validation error echoes the input, which may hold a lone
+    surrogate that UTF-8 cannot encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Bad input is the caller's to fix: 422 with what to change. Anything else is our bug: logged with
+    its traceback, and a JSON 500 that does not leak internals."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+
+    @app.exception_handler(BadInput)
+    async def bad_input(_: Request, exc: BadInput) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal server error; it has been logged"}, status_code=500)
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Run the service under uvicorn. Worker processes build their own app from the environment, so
+    the settings are passed on through RAG_* variables; the schema is migrated here, once, before
+    they start, so they never race to migrate a fresh database."""
+    import uvicorn
+
+    os.environ["RAG_HOME"] = str(settings.home_dir)
+    if settings.database_url:
+        os.environ["RAG_DATABASE_URL"] = settings.database_url
+    Rag(settings)  # migrate
+    metrics_dir = None
+    if workers > 1:  # let any worker's /metrics report all of them
+        metrics_dir = tempfile.mkdtemp(prefix="sightline-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

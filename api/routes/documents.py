@@ -1,0 +1,56 @@
+"""Documents: upload (multipart, field `file`, repeatable), list, get, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Path, UploadFile
+from fastapi.responses import Response
+
+from api.deps import V1, ServiceDep
+from api.schemas import MAX_SQL_INT, DocumentList, DocumentOut, IngestSummaryOut, error_responses
+
+router = APIRouter(prefix=f"{V1}/documents", tags=["documents"])
+
+DocumentId = Annotated[int, Path(ge=1, le=MAX_SQL_INT)]
+_UPLOADED = "$response.body#/uploaded/0/document_id"
+_LINKS = {  # the first uploaded file's document, for clients and for schemathesis' stateful tests
+    "document": {"operationId": "get_document", "parameters": {"document_id": _UPLOADED}},
+    "delete": {"operationId": "delete_document", "parameters": {"document_id": _UPLOADED}},
+}
+
+
+@router.post(
+    "",
+    operation_id="upload_documents",
+    responses={200: {"description": "the ingest summary", "links": _LINKS}, **error_responses(415)},
+)
+def upload_documents(
+    file: Annotated[list[UploadFile], File(description="a document to ingest; repeat the field for more")],
+    service: ServiceDep,
+) -> IngestSummaryOut:
+    """Store the files under generated names and ingest them as `rag ingest` would; the summary says
+    which document each file became. Re-uploading an unchanged file is a no-op."""
+    return service.upload(file)
+
+
+@router.get("", operation_id="list_documents")
+def list_documents(service: ServiceDep) -> DocumentList:
+    return service.documents()
+
+
+@router.get("/{document_id}", operation_id="get_document", responses=error_responses(404))
+def get_document(document_id: DocumentId, service: ServiceDep) -> DocumentOut:
+    return service.document(document_id)
+
+
+@router.delete(
+    "/{document_id}",
+    operation_id="delete_document",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(404),
+)
+def delete_document(document_id: DocumentId, service: ServiceDep) -> None:
+    """Remove the document and its chunks from SQL and the indexes (and an uploaded file from disk)."""
+    service.delete_document(document_id)

@@ -1,0 +1,30 @@
+"""GET /healthz (readiness) and GET /metrics (Prometheus); neither needs an API key."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from api.deps import ServiceDep
+from api.schemas import Health
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", operation_id="healthz", response_model=Health, responses={503: {"model": Health}})
+async def healthz(service: ServiceDep) -> JSONResponse:
+    """200 once the models are loaded, 503 while they load (or if loading failed). Never touches the
+    database or a model, so it answers at once even while an answer is being generated."""
+    health = service.health()
+    return JSONResponse(health.model_dump(), status_code=200 if health.ready else 503)
+
+
+@router.get(
+    "/metrics",
+    operation_id="metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
+def metrics(service: ServiceDep) -> Response:
+    return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,256 @@
+"""Request and response shapes of the REST API (DESIGN.md, "REST"). /openapi.json is generated from
+these, so it describes what the service really accepts and returns.
+
+Text fields reject NUL characters and lone surrogates: neither survives PostgreSQL or UTF-8, so
+letting them through would turn a caller's mistake into a server error."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from rag.retrieve import Filters
+
+MAX_QUESTION_CHARS = 4000  # DESIGN.md: question 1..4000 chars
+MAX_ANSWER_CHARS = 4000  # an answer to attribute; with a question and context it stays in the model's window
+MAX_CONTEXT_CHARS = 16000  # ~4k tokens of context for /v1/attribute
+MAX_K = 50
+MAX_CHUNK_IDS = 50
+MAX_SQL_INT = 2**31 - 1  # ids are SQL INTEGER columns
+
+
+def _clean_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must contain some non-whitespace text")
+    return value
+
+
+CleanText = Annotated[str, AfterValidator(_clean_text)]
+Question = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_QUESTION_CHARS),
+    AfterValidator(_clean_text),
+    AfterValidator(_not_blank),
+]
+TopK = Annotated[int | None, Field(ge=1, le=MAX_K, description="how many sources to retrieve")]
+ChunkId = Annotated[int, Field(ge=1, le=MAX_SQL_INT)]
+RetrievalMode = Literal["dense", "lexical", "hybrid"]
+
+
+class _Request(BaseModel):
+    """Unknown fields are an error (a misspelt option should not be silently ignored), and so are
+    values of the wrong JSON type (``"k": "3"``, ``"stream": 0``): the request means what it says."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class FiltersIn(_Request):
+    path_prefix: Annotated[CleanText, StringConstraints(max_length=4096)] | None = Field(
+        None, description="only documents whose path starts with this"
+    )
+    doc_type: Annotated[CleanText, StringConstraints(max_length=16)] | None = Field(
+        None, description="only this type: pdf, md, html, ..."
+    )
+
+    def to_filters(self) -> Filters:
+        return Filters(self.path_prefix, self.doc_type)
+
+
+class SearchRequest(_Request):
+    query: Question
+    k: TopK = None
+    filters: FiltersIn | None = None
+    mode: RetrievalMode | None = Field(None, description="retrieval mode; default from the settings")
+
+
+class AskRequest(_Request):
+    question: Question
+    k: TopK = None
+    filters: FiltersIn | None = None
+    mode: RetrievalMode | None = Field(None, description="retrieval mode; default from the settings")
+    stream: bool = Field(
+        False, description="server-sent events: `sources`, `token`…, then `done` with the full Answer"
+    )
+
+
+class AttributeRequest(_Request):
+    question: Question
+    answer: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=MAX_ANSWER_CHARS),
+        AfterValidator(_clean_text),
+        AfterValidator(_not_blank),
+    ] = Field(description="an answer written elsewhere (by any LLM) to check against the sources")
+    context: Annotated[CleanText, StringConstraints(max_length=MAX_CONTEXT_CHARS)] | None = Field(
+        None, description="the context the answer was written from"
+    )
+    chunk_ids: Annotated[list[ChunkId], Field(min_length=1, max_length=MAX_CHUNK_IDS)] | None = Field(
+        None, description="stored chunks the answer was written from"
+    )
+
+    @model_validator(mode="after")
+    def _one_source_kind(self) -> AttributeRequest:
+        if self.context is not None and self.chunk_ids is not None:
+            raise ValueError("give context or chunk_ids, not both")
+        return self
+
+
+# responses ---------------------------------------------------------------------------------------------
+
+
+class SourceOut(BaseModel):
+    rank: int
+    chunk_id: int
+    document_id: int
+    path: str
+    title: str
+    text: str
+    char_start: int
+    char_end: int
+    score: float
+    attention_mass: float | None = Field(
+        None, description="share of the answer's attention on the retrieved chunks (sums to 1)"
+    )
+    doc_type: str = ""
+    page: int | None = None
+    heading: str | None = None
+
+
+class SentenceOut(BaseModel):
+    text: str
+    start: int
+    end: int
+    support: dict[int, float] = Field(description="chunk id → share of this sentence's attention")
+    lookback: float
+    risk: float
+    flagged: bool
+
+
+class HallucinationOut(BaseModel):
+    risk: float
+    flagged: bool
+    method: str
+    threshold: float
+
+
+class TimingsOut(BaseModel):
+    retrieve_ms: float
+    prefill_ms: float
+    decode_ms: float
+    attribute_ms: float
+    total_ms: float
+
+
+class ModelsOut(BaseModel):
+    generator: str
+    embedder: str
+
+
+class AnswerOut(BaseModel):
+    id: str
+    question: str
+    answer: str
+    created_at: str
+    model: ModelsOut
+    sources: list[SourceOut]
+    sentences: list[SentenceOut]
+    hallucination: HallucinationOut
+    timings: TimingsOut
+    abstained: bool = False
+    draft: str | None = Field(None, description="when abstaining after generation: the held-back answer")
+    attention_sink: float = 0.0
+
+
+class AttributionOut(BaseModel):
+    sources: list[SourceOut]
+    sentences: list[SentenceOut]
+    hallucination: HallucinationOut
+    attention_sink: float
+
+
+class SearchResponse(BaseModel):
+    results: list[SourceOut]
+
+
+class DocumentOut(BaseModel):
+    id: int
+    path: str
+    title: str
+    doc_type: str
+    mime: str
+    size: int
+    sha256: str
+    status: str
+    error: str | None
+    chunks: int
+    updated_at: datetime
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentOut]
+
+
+class FileFailureOut(BaseModel):
+    path: str
+    error: str
+
+
+class UploadedOut(BaseModel):
+    filename: str = Field(description="the name the client sent (its last path component)")
+    path: str = Field(description="where the service stored it; the document's path")
+    document_id: int | None = Field(description="the document it became (null if never recorded)")
+    status: str = Field(description="ok, or failed (see `failed` for why)")
+
+
+class IngestSummaryOut(BaseModel):
+    """As `rag ingest --json`, plus which document each uploaded file became."""
+
+    added: int
+    updated: int
+    unchanged: int
+    deleted: int
+    failed: list[FileFailureOut]
+    documents: int
+    chunks: int
+    seconds: float
+    uploaded: list[UploadedOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "loading", "error"]
+    ready: bool = Field(description="models loaded; asks will not wait for a load")
+    generator_loaded: bool
+    detail: str | None = None
+    pid: int = Field(description="the worker process that answered")
+
+
+class ErrorOut(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(description="what to fix; a list for validation errors")
+
+
+_ERROR_SCHEMA = ErrorOut.model_json_schema()
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the JSON errors a route can answer with. The media type is spelled out:
+    with "model" alone, FastAPI would document an HTML route's errors as HTML."""
+    return {
+        code: {
+            "description": HTTPStatus(code).phrase,
+            "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+        }
+        for code in codes
+    }

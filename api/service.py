@@ -1,0 +1,319 @@
+"""What the routes call: one process's ``Rag``, the threads its work runs on, and the translation between
+the API's shapes and ``rag``'s types, so that each route stays a line or two.
+
+Threads: the decoder (ask, attribute, the start-up model load) runs on one dedicated thread. Requests
+queue for it instead of splitting the cores between several generations, and the event loop,
+/healthz, /metrics and search never wait behind a long answer. Searches run on a pool of one thread
+per core: twenty concurrent searches queue cheaply on the event loop rather than as twenty threads
+fighting the event loop for the GIL and the embedder for the cores. Within
+that thread nothing can touch another request's KV cache: the Generator copies its shared prefix
+cache into a fresh cache per request and never writes the shared one.
+
+State: everything a request needs is in SQL or re-read from disk (retrieval calls
+``Workspace.refresh``, which picks up indexes another process saved), so any number of worker
+processes can serve the same workspace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import HTTPException, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from api.metrics import Metrics
+from api.schemas import (
+    AnswerOut,
+    AskRequest,
+    AttributeRequest,
+    AttributionOut,
+    DocumentList,
+    DocumentOut,
+    FiltersIn,
+    Health,
+    IngestSummaryOut,
+    SearchRequest,
+    SearchResponse,
+    SourceOut,
+    UploadedOut,
+)
+from api.uploads import StoredUpload, store, upload_suffix
+from rag.core import Rag
+from rag.retrieve import Filters
+from rag.store import counts, documents_under
+from rag.types import Answer, BadInput, Source
+
+logger = logging.getLogger("sightline.api")
+T = TypeVar("T")
+
+# Characters do not bound tokens (4,000 CJK characters are ~11k tokens, 4,000 digits 4k), and eager
+# attention over such a prompt takes minutes and gigabytes: requests are bounded in generator tokens.
+MAX_QUESTION_TOKENS = 1024
+MAX_ANSWER_TOKENS = 1024
+
+
+class _ClientGone(Exception):
+    """Raised from the token callback to stop generating for a client that closed its stream."""
+
+
+def _filters(given: FiltersIn | None) -> Filters | None:
+    return given.to_filters() if given else None
+
+
+def _answer_out(answer: Answer) -> AnswerOut:
+    return AnswerOut.model_validate(answer.to_dict())
+
+
+def _sources_out(sources: list[Source]) -> list[SourceOut]:
+    return [SourceOut.model_validate(s.to_dict()) for s in sources]
+
+
+def _sse(event: str, data: str) -> bytes:
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+class Service:
+    def __init__(self, rag: Rag, load_models: bool = True) -> None:
+        self.rag = rag
+        self.settings = rag.settings
+        self.metrics = Metrics(self.counts)
+        self.load_models = load_models
+        self.generation = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sightline-generate")
+        self.retrieval = ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 2, thread_name_prefix="sightline-search"
+        )
+        self.warming = load_models
+        self.load_error: str | None = None
+
+    # lifecycle -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the models in the background: the port answers at once, /healthz says when ready, and
+        asks queue behind the load on the generation thread."""
+        if self.load_models:
+            self.generation.submit(self._warm_up)
+
+    def close(self) -> None:
+        self.generation.shutdown(wait=False, cancel_futures=True)
+        self.retrieval.shutdown(wait=False, cancel_futures=True)
+
+    def _warm_up(self) -> None:
+        try:
+            self.rag.search("warm up", k=1)  # the embedder, the index and the database
+            self.rag.load_generator()
+        except Exception as exc:
+            logger.exception("loading the models failed")
+            self.load_error = f"loading the models failed: {type(exc).__name__}: {exc}"
+        finally:
+            self.warming = False
+            self.metrics.generator_loaded.set(int(self.rag.generator_loaded))
+
+    def health(self) -> Health:
+        status = "error" if self.load_error else "loading" if self.warming else "ok"
+        return Health(
+            status=status,
+            ready=status == "ok",
+            generator_loaded=self.rag.generator_loaded,
+            detail=self.load_error,
+            pid=os.getpid(),
+        )
+
+    def counts(self) -> tuple[int, int]:
+        """(documents, chunks) from SQL, for /metrics."""
+        with self.rag.workspace.sessions() as s:
+            return counts(s)
+
+    async def _validate(self, req: AskRequest | AttributeRequest) -> None:
+        """Every 4xx an ask or attribution can earn, before it queues for the generation thread (and
+        before a stream has sent its 200)."""
+        if isinstance(req, AskRequest):
+            await run_in_threadpool(self._check_generator, req.question)
+        else:
+            await run_in_threadpool(self._check_generator, req.question, req.answer, req.context)
+
+    async def _on_generation_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.generation, partial(fn, *args))
+
+    async def _on_retrieval_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.retrieval, partial(fn, *args, **kwargs))
+
+    def _check_generator(self, question: str, answer: str | None = None, context: str | None = None) -> None:
+        """503 when the generator could not load; 422 for text that would not fit the decoder's budget
+        (a given context stands in for retrieved chunks, so it gets their budget). Safe on any thread:
+        it only reads the tokenizer."""
+        if self.load_error:
+            raise HTTPException(503, self.load_error)
+        tokenizer = self.rag.load_generator().generator.tokenizer
+        limits = {
+            "question": (question, MAX_QUESTION_TOKENS),
+            "answer": (answer, MAX_ANSWER_TOKENS),
+            "context": (context, self.settings.max_context_tokens),
+        }
+        for field, (text, limit) in limits.items():
+            n = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+            if n > limit:
+                raise BadInput(f"the {field} is {n:,} tokens long; the limit is {limit:,}: shorten it")
+
+    # retrieval and answers -----------------------------------------------------------------------------
+    async def search(self, req: SearchRequest) -> SearchResponse:
+        filters = _filters(req.filters)
+        sources = await self._on_retrieval_thread(self.rag.search, req.query, req.k, filters, mode=req.mode)
+        return SearchResponse(results=_sources_out(sources))
+
+    def _answer(
+        self,
+        req: AskRequest,
+        on_sources: Callable[[list[Source]], None] | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:
+        answer = self.rag.ask(
+            req.question,
+            req.k,
+            _filters(req.filters),
+            on_sources=on_sources,
+            on_token=on_token,
+            mode=req.mode,
+        )
+        self.metrics.generator_loaded.set(1)
+        self.metrics.observe_answer(answer)
+        return answer
+
+    async def ask(self, req: AskRequest) -> AnswerOut:
+        await self._validate(req)
+        return _answer_out(await self._on_generation_thread(self._answer, req))
+
+    async def ask_stream(self, req: AskRequest) -> AsyncIterator[bytes]:
+        await self._validate(req)
+        return self._events(req)
+
+    async def _events(self, req: AskRequest) -> AsyncIterator[bytes]:
+        """Server-sent events: ``sources``, ``token``…, then ``done`` with the Answer, or ``error``
+        with ``{status, detail}``. The generation thread feeds an asyncio queue; when the client goes
+        away, generation stops at its next token and frees the thread for the next request."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        gone = threading.Event()
+
+        def emit(event: str, data: str) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the server is shutting down
+                loop.call_soon_threadsafe(events.put_nowait, (event, data))
+
+        def on_sources(sources: list[Source]) -> None:
+            payload = {"sources": [s.model_dump(mode="json") for s in _sources_out(sources)]}
+            emit("sources", json.dumps(payload))
+
+        def on_token(text: str) -> None:
+            if gone.is_set():
+                raise _ClientGone
+            emit("token", json.dumps({"text": text}))
+
+        def error(status: int, detail: Any) -> None:
+            emit("error", json.dumps({"status": status, "detail": detail}))
+
+        def work() -> None:
+            if gone.is_set():
+                return
+            try:
+                answer = self._answer(req, on_sources, on_token)
+            except _ClientGone:
+                return
+            except BadInput as exc:
+                error(422, str(exc))
+            except HTTPException as exc:
+                error(exc.status_code, exc.detail)
+            except Exception:
+                logger.exception("streamed answer failed")
+                error(500, "internal error while answering; it has been logged")
+            else:
+                emit("done", _answer_out(answer).model_dump_json())
+
+        self.generation.submit(work)
+        try:
+            while True:
+                event, data = await events.get()
+                yield _sse(event, data)
+                if event in ("done", "error"):
+                    return
+        finally:
+            gone.set()
+
+    def _attribute(self, req: AttributeRequest) -> AttributionOut:
+        result = self.rag.attribute(req.question, req.answer, req.context, req.chunk_ids)
+        return AttributionOut.model_validate(result.to_dict())
+
+    async def attribute(self, req: AttributeRequest) -> AttributionOut:
+        await self._validate(req)
+        return await self._on_generation_thread(self._attribute, req)
+
+    def answer(self, answer_id: str) -> AnswerOut:
+        answer = self.rag.get_answer(answer_id)
+        if answer is None:
+            raise HTTPException(404, f"no answer with id {answer_id}")
+        return _answer_out(answer)
+
+    def report(self, answer_id: str) -> str:
+        html = self.rag.report_html(answer_id)
+        if html is None:
+            raise HTTPException(404, f"no answer with id {answer_id}")
+        return html
+
+    # documents -----------------------------------------------------------------------------------------
+    def documents(self) -> DocumentList:
+        return DocumentList(documents=[DocumentOut.model_validate(d.to_dict()) for d in self.rag.documents()])
+
+    def document(self, document_id: int) -> DocumentOut:
+        info = self.rag.document(document_id)
+        if info is None:
+            raise HTTPException(404, f"no document with id {document_id}")
+        return DocumentOut.model_validate(info.to_dict())
+
+    def delete_document(self, document_id: int) -> None:
+        """Remove it from SQL and the indexes; an uploaded document's stored file goes too."""
+        info = self.rag.document(document_id)
+        self.rag.workspace.refresh()  # delete from, and then save, the newest index
+        if info is None or not self.rag.delete_document(document_id):
+            raise HTTPException(404, f"no document with id {document_id}")
+        path = Path(info.path)
+        if path.parent == self.settings.uploads_dir:
+            path.unlink(missing_ok=True)
+
+    def upload(self, files: list[UploadFile]) -> IngestSummaryOut:
+        """Store the files, then sync them in through ``Rag.ingest``, as `rag ingest FILE...` would."""
+        for f in files:
+            upload_suffix(f.filename)  # refuse the request before anything is written
+        stored: list[StoredUpload] = []
+        budget = self.settings.max_upload_bytes
+        try:
+            for f in files:
+                item = store(f.file, f.filename, self.settings.uploads_dir, budget)
+                budget -= item.size
+                stored.append(item)
+        except BaseException:
+            for item in stored:
+                if item.created:
+                    item.path.unlink(missing_ok=True)
+            raise
+        paths = list(dict.fromkeys(item.path for item in stored))
+        summary = self.rag.ingest(paths)
+        failed = {f.path for f in summary.failed}
+        with self.rag.workspace.sessions() as s:
+            ids = {path: doc.id for p in paths for path, doc in documents_under(s, p).items()}
+        uploaded = [
+            UploadedOut(
+                filename=item.filename,
+                path=str(item.path),
+                document_id=ids.get(str(item.path)),
+                status="failed" if str(item.path) in failed else "ok",
+            )
+            for item in stored
+        ]
+        return IngestSummaryOut.model_validate({**summary.to_dict(), "uploaded": uploaded})
