@@ -56,11 +56,6 @@ from rag.types import Answer, BadInput, Source
 logger = logging.getLogger("sightline.api")
 T = TypeVar("T")
 
-# Characters do not bound tokens (4,000 CJK characters are ~11k tokens, 4,000 digits 4k), and eager
-# attention over such a prompt takes minutes and gigabytes: requests are bounded in generator tokens.
-MAX_QUESTION_TOKENS = 1024
-MAX_ANSWER_TOKENS = 1024
-
 
 class _ClientGone(Exception):
     """Raised from the token callback to stop generating for a client that closed its stream."""
@@ -147,21 +142,11 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(self.retrieval, partial(fn, *args, **kwargs))
 
     def _check_generator(self, question: str, answer: str | None = None, context: str | None = None) -> None:
-        """503 when the generator could not load; 422 for text that would not fit the decoder's budget
-        (a given context stands in for retrieved chunks, so it gets their budget). Safe on any thread:
-        it only reads the tokenizer."""
+        """503 when the generator could not load; 422 (before any stream starts) for text that would
+        not fit the decoder's budget."""
         if self.load_error:
             raise HTTPException(503, self.load_error)
-        tokenizer = self.rag.load_generator().generator.tokenizer
-        limits = {
-            "question": (question, MAX_QUESTION_TOKENS),
-            "answer": (answer, MAX_ANSWER_TOKENS),
-            "context": (context, self.settings.max_context_tokens),
-        }
-        for field, (text, limit) in limits.items():
-            n = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
-            if n > limit:
-                raise BadInput(f"the {field} is {n:,} tokens long; the limit is {limit:,}: shorten it")
+        self.rag.load_generator().generator.check_lengths(question, answer, context)
 
     # retrieval and answers -----------------------------------------------------------------------------
     async def search(self, req: SearchRequest) -> SearchResponse:

@@ -80,12 +80,14 @@ class Rag:
 
         question = check_question(question)
         pipeline = self.load_generator()
+        pipeline.generator.check_lengths(question)
         t0 = time.perf_counter()
         found = self.retriever.run(question, k or self.settings.top_k, filters, mode)
         retrieve_ms = (time.perf_counter() - t0) * 1000
+        sources = found.focused(self.settings.context_score_ratio)
         if on_sources:
-            on_sources(found.sources)
-        return pipeline.run(question, found.sources, found.relevance, retrieve_ms, on_token)
+            on_sources(sources)
+        return pipeline.run(question, sources, found.relevance, retrieve_ms, on_token)
 
     def attribute(
         self, question: str, answer: str, context: str | None = None, chunk_ids: list[int] | None = None
@@ -99,6 +101,7 @@ class Rag:
         if not answer.strip():
             raise BadInput("the answer is empty")
         pipeline = self.load_generator()
+        pipeline.generator.check_lengths(question, answer, context)
         if chunk_ids:
             with self.workspace.sessions() as s:
                 sources = sources_for(s, [(int(c), 0.0) for c in chunk_ids])

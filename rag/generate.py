@@ -32,7 +32,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from rag.config import Settings
 from rag.resources import resolve_model_path
-from rag.types import Source
+from rag.types import BadInput, Source
 
 # Segments of the prompt (+ the answer) that attention is summed over. Chunks come last so that the
 # other indices do not depend on how many chunks a prompt has: chunk i is segment FIRST_CHUNK + i.
@@ -50,6 +50,11 @@ INSTRUCTION_TEXT = (
     "Cite the sources you use as [n], for example [1]. "
     "If the sources do not contain the answer, say that you don't know."
 )
+# Characters do not bound tokens (4,000 CJK characters are ~11k tokens, 4,000 digits 4k), and eager
+# attention over such a prompt takes minutes and gigabytes: what a user hands the decoder is bounded
+# in its own tokens.
+MAX_QUESTION_TOKENS = 1024
+MAX_ANSWER_TOKENS = 1024
 # Tokens that end a turn in common chat templates; the model's own EOS ids are always used too.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "</s>")
 # A base model (no chat template) does not stop by itself: it would write the next question.
@@ -333,6 +338,19 @@ class Generator:
                    max_context_tokens=settings.max_context_tokens)
 
     # ---- prompt
+
+    def check_lengths(self, question: str, answer: str | None = None, context: str | None = None) -> None:
+        """BadInput for text that would not fit the decoder's budget; a given context stands in for
+        retrieved chunks, so it gets their budget. Reads only the tokenizer: safe on any thread."""
+        limits = {
+            "question": (question, MAX_QUESTION_TOKENS),
+            "answer": (answer, MAX_ANSWER_TOKENS),
+            "context": (context, self.max_context_tokens),
+        }
+        for field, (text, limit) in limits.items():
+            n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+            if n > limit:
+                raise BadInput(f"the {field} is {n:,} tokens long; the limit is {limit:,}: shorten it")
 
     def _eos_ids(self) -> frozenset[int]:
         ids: set[int] = set()

@@ -118,7 +118,9 @@ class VectorIndex:
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def save(self) -> None:
-        """Write index then manifest, each atomically; the manifest names what the index holds."""
+        """Write index then manifest, each atomically; the manifest names what the index holds.
+        An IVF index's nprobe is re-derived for its current size first (the lists grow with it)."""
+        ann.retune(self.index, self.settings)
         self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write(self.index_path, faiss.serialize_index(self.index).tobytes())
         manifest = {

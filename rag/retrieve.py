@@ -27,6 +27,13 @@ class Retrieval:
     sources: list[Source]
     relevance: float  # best cosine similarity between the query and a retrieved chunk (0 if none)
 
+    def focused(self, ratio: float) -> list[Source]:
+        """The sources scoring at least ``ratio`` x the top score: what the generator is shown."""
+        if not self.sources or ratio <= 0:
+            return self.sources
+        floor = ratio * self.sources[0].score
+        return [s for s in self.sources if s.score >= floor]
+
 
 class Retriever:
     def __init__(self, workspace: Workspace) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import faiss
 import numpy as np
 import pytest
@@ -144,3 +147,15 @@ def test_auto_nprobe_is_a_scan_budget(settings: Settings) -> None:
     ann.remove_ids(index, np.arange(2000))
     assert ann.retune(index, settings) == ann.auto_nprobe(faiss.extract_index_ivf(index).nlist, 1000)
     assert ann.retune(ann.build_from_vectors(np.arange(10), _clustered(10), settings), settings) == 0
+
+
+def test_saving_an_index_that_grew_retunes_its_nprobe(settings: Settings, tmp_path: Path) -> None:
+    from rag.index import VectorIndex
+
+    vi = VectorIndex(tmp_path, DIM, "test-model", settings)
+    vi.index = ann.build_from_vectors(np.arange(3000), _clustered(3000), settings)
+    nlist = faiss.extract_index_ivf(vi.index).nlist
+    vi.add(np.arange(3000, 12000), _clustered(9000, seed=1))  # 4x the vectors in the same lists
+    vi.save()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["index"]["nprobe"] == ann.auto_nprobe(nlist, 12000) < ann.auto_nprobe(nlist, 3000)

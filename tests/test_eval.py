@@ -26,6 +26,7 @@ from rag.evaluation.detect_data import (
     halueval_sets,
     read_examples,
     split_of,
+    squad_continue,
     squad_swap,
     words,
     write_examples,
@@ -171,7 +172,8 @@ def test_halueval_sets(tmp_path: Path) -> None:
         assert e.split == split_of(e.group) and e.split in ("train", "val", "test")
 
 
-def test_squad_swap_and_jsonl_round_trip(tmp_path: Path) -> None:
+def _toy_squad(tmp_path: Path) -> Path:
+    """A SQuAD-2 flat file: five answerable questions about five articles and one unanswerable."""
     rows = []
     for i, (title, context, question, answer) in enumerate(
         [
@@ -206,6 +208,11 @@ def test_squad_swap_and_jsonl_round_trip(tmp_path: Path) -> None:
     )
     flat = tmp_path / "dev_flat.jsonl"
     flat.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return flat
+
+
+def test_squad_swap_and_jsonl_round_trip(tmp_path: Path) -> None:
+    flat = _toy_squad(tmp_path)
     examples = squad_swap(flat, n=10)
     assert len(examples) == 10  # five answerable questions, a faithful and an unsupported answer each
     by_question: dict[str, list[DetectExample]] = {}
@@ -221,6 +228,18 @@ def test_squad_swap_and_jsonl_round_trip(tmp_path: Path) -> None:
     assert read_examples(path) == examples
     test_only = read_examples(path, split="test")
     assert all(e.split == "test" for e in test_only)
+
+
+def test_squad_continue_pairs_a_supported_and_a_foreign_sentence(tmp_path: Path) -> None:
+    examples = squad_continue(_toy_squad(tmp_path), n=10)
+    assert len(examples) == 10
+    for faithful, made_up in zip(examples[::2], examples[1::2], strict=True):
+        assert (faithful.hallucinated, made_up.hallucinated) == (False, True)
+        assert faithful.question == made_up.question and faithful.group == made_up.group
+        lead = faithful.response[: len(faithful.response) - len(faithful.context)]
+        assert faithful.response == lead + faithful.context  # the toy paragraphs are one sentence
+        assert made_up.response.startswith(lead)  # the same "The answer is X." lead, or none
+        assert made_up.response[len(lead):] not in made_up.context
 
 
 # --------------------------------------------------------------------------------------------------

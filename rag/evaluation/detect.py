@@ -462,9 +462,11 @@ def format_report(r: DetectReport) -> str:
 # training
 
 # Sets on which answer length says (almost) nothing.
-LENGTH_NEUTRAL = ("halueval-matched", "halueval-swap", "squad-swap")
+LENGTH_NEUTRAL = ("halueval-matched", "halueval-swap", "squad-swap", "squad-continue")
+# sets whose label belongs to the answer's last sentence (the others label the whole answer)
+LAST_SENTENCE_SETS = frozenset({"squad-continue"})
 TRAIN_MIXES: dict[str, tuple[str, ...]] = {
-    "all": ("halueval", "halueval-matched", "halueval-swap", "squad-swap"),
+    "all": ("halueval", "halueval-matched", "halueval-swap", "squad-swap", "squad-continue"),
     "length-neutral": LENGTH_NEUTRAL,
     "halueval": ("halueval",),
 }
@@ -520,7 +522,11 @@ def _union(
 
 
 def _xy(examples: Sequence[DetectExample], feats: Sequence[AnswerFeatures]) -> tuple[np.ndarray, np.ndarray]:
-    x = np.stack([f.ratio for f in feats]).astype(np.float64)
+    rows = [
+        f.sentences[-1] if ex.source in LAST_SENTENCE_SETS and len(f.sentences) else f.ratio
+        for ex, f in zip(examples, feats, strict=True)
+    ]
+    x = np.stack(rows).astype(np.float64)
     return x, np.array([ex.hallucinated for ex in examples], dtype=np.int64)
 
 
@@ -584,7 +590,8 @@ def train_detector(
         "generator": generator_name,
         "trained_on": trained_on,
         "train_sets": list(mixes[mix]),
-        "features": "whole-answer pooled lookback ratio per layer and head (rag.detect.features)",
+        "features": "pooled lookback ratio per layer and head (rag.detect.features) of the whole answer, "
+        "or of the last sentence where the label is that sentence's (squad-continue)",
         "c": c,
         "n_train": n_train,
         "n_val": len(val_ex),
@@ -638,9 +645,10 @@ def train_from_data(
         for name, examples in sets.items()
     }
     trained_on = (
-        f"HaluEval QA (both variants: raw, length-matched, answer-swap) and SQuAD-2 dev answer-swap "
-        f"({squad_n} questions) from {data_dir.parent.name}/{data_dir.name}, teacher-forced through "
-        f"{generator.name} with the context as one source; splits by question/paragraph hash"
+        f"HaluEval QA (both variants: raw, length-matched, answer-swap) and SQuAD-2 dev answer-swap and "
+        f"sentence-continue ({squad_n} questions each) from {data_dir.parent.name}/{data_dir.name}, "
+        f"teacher-forced through {generator.name} with the context as one source; "
+        "splits by question/paragraph hash"
     )
     det, result = train_detector(
         sets,

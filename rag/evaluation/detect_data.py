@@ -18,6 +18,11 @@ Built from the development data in ``../shared/data`` (see DESIGN.md "Data for d
 - ``squad-swap``: SQuAD-2 answerable questions with their paragraph. Faithful: the gold answer in a
   short template; unsupported: the gold answer of a question of the same kind about another article,
   not found in this paragraph, in the same template.
+- ``squad-continue``: answers of the length the generator writes. The same SQuAD questions; the answer
+  is a sentence of the paragraph that holds the gold answer (faithful) or the sentence of another
+  article closest to it in length (unsupported), half the time after "The answer is X." with the gold
+  X. The label is the last sentence's, and the detector is trained on that sentence's features: the
+  product scores sentences, and a second sentence has the first to look back on.
 
 Every line carries ``group`` (lines about the same question or paragraph share it) and ``split``
 (train/val/test, a hash of the group, so all sets agree and no question is in two splits).
@@ -326,10 +331,45 @@ def squad_swap(path: Path, n: int = 600, seed: int = 0) -> list[DetectExample]:
     return out
 
 
+def squad_continue(path: Path, n: int = 600, seed: int = 0) -> list[DetectExample]:
+    """`n` answerable questions, each with a supported and an unsupported sentence-long answer."""
+    from rag.attribution import split_sentences
+
+    rng = random.Random(seed + 1)
+    rows = [r for r in squad_rows(path) if not r["is_impossible"] and r["answers"]["text"]]
+    sentences: dict[str, list[str]] = defaultdict(list)  # title -> sentences of its paragraphs
+    for r in {(r["title"], r["context"]): r for r in rows}.values():
+        sentences[r["title"]] += [r["context"][a:b] for a, b in split_sentences(r["context"])]
+    titles = sorted(sentences)
+    out: list[DetectExample] = []
+    for r in rng.sample(rows, min(n, len(rows))):
+        gold, context = r["answers"]["text"][0].strip(), r["context"]
+        spans = split_sentences(context)
+        start = r["answers"]["answer_start"][0]
+        holding = [context[a:b] for a, b in spans if a <= start < b]
+        if not holding or len(titles) < 2:
+            continue
+        faithful = holding[0]
+        other = rng.choice([t for t in titles if t != r["title"]])
+        foreign = [x for x in sentences[other] if not _mentions(context, x)]
+        if not foreign:
+            continue
+        unsupported = min(foreign, key=lambda x: abs(words(x) - words(faithful)))
+        lead = SENTENCE.format(gold.rstrip(".")) + " " if rng.random() < 0.5 else ""
+        group = f"squad:{r['title']}:{r['paragraph_index']}"
+        for sentence, label in ((faithful, False), (unsupported, True)):
+            out.append(
+                DetectExample(r["question"], context, lead + sentence, label, group, split_of(group),
+                              "squad-continue")
+            )
+    return out
+
+
 def build_all(data_dir: Path, squad_n: int = 600, seed: int = 0) -> dict[str, list[DetectExample]]:
     """Every detector set from a `../shared/data`-like folder, by name."""
     sets = halueval_sets(data_dir / "halueval_qa", seed)
     sets["squad-swap"] = squad_swap(data_dir / SQUAD_FLAT, squad_n, seed)
+    sets["squad-continue"] = squad_continue(data_dir / SQUAD_FLAT, squad_n, seed)
     return sets
 
 
