@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -246,11 +247,21 @@ eval_app = typer.Typer(no_args_is_help=True, help="Evaluate (and train) against 
 app.add_typer(eval_app, name="eval")
 
 
-def _quiet_models() -> None:
+def _run_eval(run: Callable[[], Any], to_text: Callable[[Any], str], as_json: bool) -> None:
+    """Run an evaluation with the model loaders quiet; bad data exits 2 with its reason."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    try:
+        result = run()
+    except (ValueError, OSError, KeyError) as exc:
+        fail(str(exc), 2)
+        return
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        typer.echo(to_text(result))
 
 
 @eval_app.command("detect")
@@ -265,16 +276,9 @@ def eval_detect(
     """Detector quality: AUROC, F1 at the shipped threshold, n; and answer length alone, on the same lines."""
     from rag.evaluation.detect import evaluate_file, format_report
 
-    _quiet_models()
-    try:
-        result = evaluate_file(file, settings_from(home=home), detector, split, use_cache=not no_cache)
-    except (ValueError, OSError) as exc:
-        fail(str(exc), 2)
-        return
-    if as_json:
-        print_json(result.to_dict())
-    else:
-        typer.echo(format_report(result))
+    settings = settings_from(home=home)
+    _run_eval(lambda: evaluate_file(file, settings, detector, split, use_cache=not no_cache), format_report,
+              as_json)
 
 
 @eval_app.command("train-detector")
@@ -290,16 +294,9 @@ def eval_train_detector(
     from rag.evaluation.detect import format_train, train_from_data
     from rag.evaluation.detect_data import SHARED_DATA
 
-    _quiet_models()
-    try:
-        _, result = train_from_data(data or SHARED_DATA, settings_from(home=home), out, squad_n, write_data)
-    except (ValueError, OSError) as exc:
-        fail(str(exc), 2)
-        return
-    if as_json:
-        print_json(result.to_dict())
-    else:
-        typer.echo(format_train(result))
+    settings = settings_from(home=home)
+    source = data or SHARED_DATA
+    _run_eval(lambda: train_from_data(source, settings, out, squad_n, write_data)[1], format_train, as_json)
 
 
 @eval_app.command("squad")
@@ -314,16 +311,8 @@ def eval_squad(
     """Answer quality: recall@k of the gold paragraph, token-F1, abstention on unanswerable questions."""
     from rag.evaluation.squad import evaluate, format_report
 
-    _quiet_models()
-    try:
-        result = evaluate(file, settings_from(home=home), n=n, seed=seed, k=k)
-    except (ValueError, OSError, KeyError) as exc:
-        fail(str(exc), 2)
-        return
-    if as_json:
-        print_json(result.to_dict())
-    else:
-        typer.echo(format_report(result))
+    settings = settings_from(home=home)
+    _run_eval(lambda: evaluate(file, settings, n=n, seed=seed, k=k), format_report, as_json)
 
 
 def main() -> None:

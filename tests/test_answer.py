@@ -67,6 +67,10 @@ def test_bad_questions_are_refused(rag: Rag) -> None:
         rag.ask("   ")
     with pytest.raises(BadInput, match="limit"):
         rag.ask("why? " * 1000)
+    with pytest.raises(BadInput, match="tokens long"):  # under the character limit, over the token one
+        rag.ask("灯塔守" * 1200)
+    with pytest.raises(BadInput, match=r"answer is .* tokens long"):
+        rag.attribute("Who kept the light?", "灯塔守" * 1200, "Grace Darling kept it.")
 
 
 def test_attribute_rates_a_contradicting_answer_riskier(rag: Rag) -> None:

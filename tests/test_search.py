@@ -60,3 +60,12 @@ def test_an_unknown_mode_is_refused(sample_rag: Rag) -> None:
 
     with pytest.raises(BadInput, match="retrieval mode"):
         sample_rag.search("lighthouse", mode="psychic")
+
+
+def test_the_generator_is_shown_only_sources_near_the_top_score(sample_rag: Rag) -> None:
+    found = sample_rag.retriever.run("Who rowed out to rescue the survivors of the Forfarshire?", 4)
+    shown = found.focused(0.6)
+    assert [s.chunk_id for s in shown] == [s.chunk_id for s in found.sources[: len(shown)]]  # a prefix
+    assert 1 <= len(shown) < 4 and "Grace Darling" in shown[0].text
+    assert all(s.score >= 0.6 * found.sources[0].score for s in shown)
+    assert found.focused(0.0) == found.sources  # 0 keeps every retrieved source
