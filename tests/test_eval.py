@@ -321,6 +321,9 @@ def test_shipped_detector_is_trained_and_says_on_what() -> None:
     assert detector.meta["trained_on"] and detector.meta["auroc"]
     risk = detector.predict(np.full(30 * 9, 0.5))
     assert 0 <= float(risk) <= 1
+    # where answer length says nothing, the detector must still rank well: it did not learn length
+    for name in ("halueval-matched", "halueval-swap", "squad-swap", "squad-continue"):
+        assert detector.meta["auroc"][name] >= detector.meta["length_auroc"][name] + 0.2, name
 
 
 # --------------------------------------------------------------------------------------------------
