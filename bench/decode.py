@@ -7,14 +7,14 @@
   against without it.
 
 Runs are interleaved and the median of `repeats` is reported, so load from other processes hits
-every variant alike. `python -m bench.decode [--json FILE]` prints a table.
+every variant alike. `python -m bench decode` (or `python -m bench.decode --tokens N`) prints a
+table and writes bench/results/decode.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import time
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from transformers.generation.streamers import BaseStreamer
 
+from bench.common import report
 from rag.config import Settings
 from rag.generate import ATTENTION, Generator
 from rag.types import Source
@@ -107,7 +108,7 @@ def _ours(generator: Generator, sources: list[Source], n: int) -> tuple[float, f
     return total, gen.prefill_ms / 1000
 
 
-def run(settings: Settings | None = None, *, new_tokens: int = 48, repeats: int = 3) -> dict[str, Any]:
+def measure(settings: Settings | None = None, *, new_tokens: int = 48, repeats: int = 3) -> dict[str, Any]:
     """Measure decode speed with attribution vs plain generate, and the prefix cache's effect."""
     generator = Generator.load(settings)
     forced = copy.copy(generator)  # same model and prefix cache; never stops early
@@ -163,40 +164,36 @@ def run(settings: Settings | None = None, *, new_tokens: int = 48, repeats: int 
     }
 
 
-def table(r: dict[str, Any]) -> str:
-    def speed(key: str) -> str:
-        return f"{r[key + '_tok_s']:.2f} tok/s   decode only {r[key + '_decode_tok_s']:.2f} tok/s"
-
-    rows = [
-        ("model", f"{r['model']} on {r['device']} ({r['threads']} threads)"),
-        ("prompt / cached prefix / new tokens",
-         f"{r['prompt_tokens']} / {r['prefix_tokens']} / {r['new_tokens']}"),
-        ("ours, with attribution", speed("ours")),
-        ("plain generate, sdpa", speed("generate_sdpa")),
-        ("plain generate, eager", speed("generate_eager")),
-        ("ratio vs sdpa / eager",
-         f"{r['ratio_vs_sdpa']:.3f} / {r['ratio_vs_eager']:.3f}   (target >= {r['target']})"),
-        ("decode-only ratio vs sdpa / eager",
-         f"{r['decode_ratio_vs_sdpa']:.3f} / {r['decode_ratio_vs_eager']:.3f}"),
-        ("first token, cached prefix", f"{r['first_token_ms_cached']:.0f} ms"),
-        ("first token, no prefix cache",
-         f"{r['first_token_ms_uncached']:.0f} ms  ({r['prefix_speedup']:.2f}x slower)"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+def run(settings: Settings | None = None, *, new_tokens: int = 48, repeats: int = 3) -> dict[str, Any]:
+    """Measure, print the table, write bench/results/decode.json."""
+    r = measure(settings, new_tokens=new_tokens, repeats=repeats)
+    report(
+        "decode",
+        [
+            ("model", f"{r['model']} on {r['device']} ({r['threads']} threads)", ""),
+            ("prompt / cached prefix / new tokens",
+             f"{r['prompt_tokens']} / {r['prefix_tokens']} / {r['new_tokens']}", ""),
+            ("ours, with attribution, tok/s", r["ours_tok_s"], ""),
+            ("plain generate sdpa, tok/s", r["generate_sdpa_tok_s"], ""),
+            ("plain generate eager, tok/s", r["generate_eager_tok_s"], ""),
+            ("ours / generate sdpa", r["ratio_vs_sdpa"], f">= {TARGET}"),
+            ("ours / generate eager", r["ratio_vs_eager"], f">= {TARGET}"),
+            ("decode-only ratio vs sdpa", r["decode_ratio_vs_sdpa"], ""),
+            ("first token ms, cached prefix", r["first_token_ms_cached"], ""),
+            ("first token ms, no prefix cache", r["first_token_ms_uncached"], ""),
+            ("prefix speed-up (uncached / cached)", r["prefix_speedup"], "report"),
+        ],
+        r,
+    )
+    return r
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=48, help="new tokens per run")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", dest="json_path", help="also write the results to this file")
     args = parser.parse_args()
-    result = run(new_tokens=args.tokens, repeats=args.repeats)
-    print(table(result))
-    if args.json_path:
-        with open(args.json_path, "w") as f:
-            json.dump(result, f, indent=1)
+    run(new_tokens=args.tokens, repeats=args.repeats)
 
 
 if __name__ == "__main__":
