@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     fusion_method: str = Field("convex", pattern="^(convex|rrf)$")
     fusion_dense_weight: float = Field(0.5, ge=0.0, le=1.0)
     # a 135M generator copies from whichever source is in front of it: measured on the 21 probes in
-    # tests/data, leaving out sources scoring under 0.6 x the top one took correct answers from 6 to 8-9
+    # tests/data, leaving out sources scoring under 0.6 x the top one took correct answers from 4-6 to 8-9
     context_score_ratio: float = Field(0.6, ge=0.0, le=1.0, description="prompt keeps sources >= this x top")
     max_new_tokens: int = Field(160, ge=1, le=2048)
     max_context_tokens: int = Field(1400, description="budget for retrieved chunks in the prompt")

@@ -28,11 +28,12 @@ class Retrieval:
     relevance: float  # best cosine similarity between the query and a retrieved chunk (0 if none)
 
     def focused(self, ratio: float) -> list[Source]:
-        """The sources scoring at least ``ratio`` x the top score: what the generator is shown."""
-        if not self.sources or ratio <= 0:
+        """The top source and those scoring at least ``ratio`` x its score: what the generator is shown.
+        Scores that are not positive (a dense cosine can be) carry no scale: all are kept."""
+        if not self.sources or ratio <= 0 or self.sources[0].score <= 0:
             return self.sources
         floor = ratio * self.sources[0].score
-        return [s for s in self.sources if s.score >= floor]
+        return self.sources[:1] + [s for s in self.sources[1:] if s.score >= floor]
 
 
 class Retriever:

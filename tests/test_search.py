@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from rag.config import Settings
 from rag.core import Rag
-from rag.retrieve import Filters
+from rag.retrieve import Filters, Retrieval
 
 REPO = Path(__file__).resolve().parent.parent
 PROBES = [json.loads(line) for line in (REPO / "tests" / "data" / "probes.jsonl").read_text().splitlines()]
@@ -69,3 +70,5 @@ def test_the_generator_is_shown_only_sources_near_the_top_score(sample_rag: Rag)
     assert 1 <= len(shown) < 4 and "Grace Darling" in shown[0].text
     assert all(s.score >= 0.6 * found.sources[0].score for s in shown)
     assert found.focused(0.0) == found.sources  # 0 keeps every retrieved source
+    negative = [replace(s, score=-0.1 - i) for i, s in enumerate(found.sources)]  # cosines can be < 0
+    assert Retrieval(negative, 0.0).focused(0.6) == negative
