@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,9 @@ def pg_available() -> None:
     pytest.skip(f"PostgreSQL not reachable ({problem})")
 
 
-@pytest.fixture
-def pg_url(pg_available: None) -> Iterator[str]:
-    """A URL whose connections live in a fresh schema, dropped afterwards."""
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A database URL whose connections live in a fresh PostgreSQL schema, dropped afterwards."""
     import sqlalchemy as sa
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -60,6 +61,13 @@ def pg_url(pg_available: None) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_available: None) -> Iterator[str]:
+    """A URL whose connections live in a fresh schema, dropped afterwards."""
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

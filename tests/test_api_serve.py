@@ -13,9 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import httpx
 import pytest
 
 from api.testing import free_port, wait_ready
-from tests.conftest import MODELS_CACHE, PG_BASE
+from tests.conftest import MODELS_CACHE, pg_schema
 
 pytestmark = pytest.mark.slow
 
@@ -32,23 +30,6 @@ KEY = "serve-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 BIN = Path(sys.executable).parent
 WORKERS = 2
-
-
-@contextmanager
-def pg_schema() -> Iterator[str]:
-    """A database URL whose connections live in a fresh PostgreSQL schema, dropped afterwards."""
-    import sqlalchemy as sa
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="module")
