@@ -13,7 +13,7 @@ from rag.attribution import attribute
 from rag.config import Settings
 from rag.db import transaction
 from rag.detect import Detector
-from rag.generate import Generator
+from rag.generate import Generation, Generator
 from rag.models import AnswerRecord
 from rag.types import Answer, Attribution, BadInput, Hallucination, Source, Timings
 from rag.workspace import Workspace
@@ -55,6 +55,12 @@ class AnswerPipeline:
     def settings(self) -> Settings:
         return self.ws.settings
 
+    @property
+    def abstain_risk(self) -> float:
+        """The setting where given, else the level calibrated with the detector."""
+        given = self.settings.abstain_risk
+        return self.detector.abstain_risk if given is None else given
+
     def run(
         self,
         question: str,
@@ -62,8 +68,10 @@ class AnswerPipeline:
         relevance: float,
         retrieve_ms: float,
         on_token: Callable[[str], None] | None = None,
+        on_generation: Callable[[Generation], None] | None = None,
     ) -> Answer:
-        """Answer from already-retrieved sources; ``relevance`` is the best dense similarity."""
+        """Answer from already-retrieved sources; ``relevance`` is the best dense similarity.
+        ``on_generation`` sees the raw draft with its masses (evaluation keeps its features)."""
         started = time.perf_counter()
         timings = Timings(retrieve_ms=retrieve_ms)
         model = {"generator": self.generator.name, "embedder": self.settings.embedder}
@@ -75,12 +83,14 @@ class AnswerPipeline:
             answer.hallucination = Hallucination(0.0, False, method, self.detector.threshold)
         else:
             generation = self.generator.generate(question, sources, on_token=on_token)
+            if on_generation:
+                on_generation(generation)
             timings.prefill_ms, timings.decode_ms = generation.prefill_ms, generation.decode_ms
             t0 = time.perf_counter()
             attribution = attribute(generation, sources, self.detector)
             timings.attribute_ms = (time.perf_counter() - t0) * 1000
             text = generation.text.strip()
-            if attribution.hallucination.risk >= self.settings.abstain_risk and not declined(text):
+            if attribution.hallucination.risk >= self.abstain_risk and not declined(text):
                 answer = self._answer(question, NOT_GROUNDED, sources, attribution, timings, model, True)
                 answer.draft, answer.sentences = text, []
             else:

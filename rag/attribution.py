@@ -22,10 +22,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
-from rag.detect import Detector, features
-from rag.generate import FIRST_CHUNK, GENERATED, SINK, Generation
+from rag.attention import FIRST_CHUNK, GENERATED, SINK
+from rag.detect import Detector, pool
+from rag.generate import Generation
 from rag.types import Attribution, Hallucination, SentenceAttribution, Source
 
 
@@ -113,6 +115,13 @@ def sentence_of_tokens(offsets: Sequence[tuple[int, int]], sentences: Sequence[t
     return owner
 
 
+def sentence_rows(generation: Generation) -> list[tuple[tuple[int, int], torch.Tensor]]:
+    """Each sentence's char span in the answer and which of its tokens ((T,) bool) belong to it."""
+    spans = split_sentences(generation.text)
+    owner = torch.tensor(sentence_of_tokens(generation.offsets, spans), dtype=torch.long)
+    return [(span, owner == i) for i, span in enumerate(spans)]
+
+
 # --------------------------------------------------------------------------------------------------
 # the report
 
@@ -127,9 +136,10 @@ def attribute(
     prompt = generation.prompt
     if [s.chunk_id for s in sources[: prompt.n_chunks]] != prompt.chunk_ids:
         raise ValueError("sources do not match the chunks the generation's prompt was built from")
-    detector = detector or Detector.load()
     masses = generation.features  # (T, L, H, S)
-    if not detector.fits(masses.shape[1], masses.shape[2]):
+    L, H = masses.shape[1], masses.shape[2]
+    detector = detector or Detector.baseline()
+    if not detector.fits(L, H):
         detector = Detector.baseline()  # weights trained on another generator do not transfer
     k, T = prompt.n_chunks, masses.shape[0]
     per_chunk = chunk_masses(masses)  # (T, k)
@@ -146,13 +156,11 @@ def attribute(
     for source in sources:
         source.attention_mass = answer_support[source.chunk_id] if T else None
 
-    spans = split_sentences(generation.text)
-    owner = torch.tensor(sentence_of_tokens(generation.offsets, spans), dtype=torch.long)
     sentences = []
-    for i, (start, end) in enumerate(spans):
-        rows = owner == i  # (T,) bool
+    for (start, end), rows in sentence_rows(generation):
         has_tokens = bool(rows.any())
-        risk = float(detector.predict(features(masses, rows))) if has_tokens else 0.0
+        pooled = pool(generation, rows)
+        risk = detector.risk(pooled) if has_tokens else 0.0
         sentences.append(
             SentenceAttribution(
                 text=generation.text[start:end],
@@ -162,6 +170,7 @@ def attribute(
                 lookback=pooled_lookback(masses[rows]),
                 risk=risk,
                 flagged=risk >= detector.threshold,
+                heads=np.round(pooled.lookback.reshape(L, H), 2).tolist(),
             )
         )
     # the answer is as risky as its riskiest sentence: one made-up claim is enough to warn about

@@ -268,35 +268,42 @@ def _run_eval(run: Callable[[], Any], to_text: Callable[[Any], str], as_json: bo
 def eval_detect(
     file: Annotated[Path, typer.Argument(help="JSONL: {question, context, response, hallucinated}")],
     split: Annotated[str | None, typer.Option(help="only lines with this 'split' (train/val/test)")] = None,
-    detector: Annotated[Path | None, typer.Option(help="detector JSON (default: the shipped one)")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="do not reuse cached features")] = False,
+    detector: Annotated[Path | None, typer.Option(help="detector JSON (default: the generator's)")] = None,
     as_json: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
-    """Detector quality: AUROC, F1 at the shipped threshold, n; and answer length alone, on the same lines."""
+    """Detector AUROC and F1 on teacher-forced lines, beside answer length and 1 - lookback, per set."""
     from rag.evaluation.detect import evaluate_file, format_report
 
     settings = settings_from(home=home)
-    _run_eval(lambda: evaluate_file(file, settings, detector, split, use_cache=not no_cache), format_report,
-              as_json)
+    _run_eval(lambda: evaluate_file(file, settings, detector, split), format_report, as_json)
+
+
+@eval_app.command("detect-sets")
+def eval_detect_sets(
+    out: Annotated[Path, typer.Argument(help="folder for the JSONL sets")],
+    data: Annotated[Path | None, typer.Option(help="folder with halueval_qa/ and squad_v2_dev/")] = None,
+    squad_n: Annotated[int, typer.Option(help="SQuAD questions per SQuAD-derived set")] = 600,
+) -> None:
+    """Write the teacher-forced HaluEval / SQuAD sets (rag.evaluation.detect_data) for `rag eval detect`."""
+    from rag.evaluation.detect_data import SHARED_DATA, write_all
+
+    for name, n in write_all(data or SHARED_DATA, out, squad_n).items():
+        typer.echo(f"{out / name}.jsonl  {n} lines")
 
 
 @eval_app.command("train-detector")
 def eval_train_detector(
-    data: Annotated[Path | None, typer.Option(help="folder with halueval_qa/ and squad_v2_dev/")] = None,
-    out: Annotated[Path | None, typer.Option(help="detector file to write (default: shipped)")] = None,
-    squad_n: Annotated[int, typer.Option(help="SQuAD questions for the answer-swap set")] = 600,
-    write_data: Annotated[Path | None, typer.Option(help="also write the JSONL sets to this folder")] = None,
+    own: Annotated[Path, typer.Option(help="drafts from `rag eval squad --split train --save DIR`")],
+    val: Annotated[Path, typer.Option(help="drafts from `rag eval squad --split val --save DIR`")],
+    out: Annotated[Path | None, typer.Option(help="detector file (default: the shipped one)")] = None,
     as_json: JsonOpt = False,
-    home: HomeOpt = None,
 ) -> None:
-    """Train the hallucination detector on teacher-forced HaluEval and SQuAD answers (features cached)."""
-    from rag.evaluation.detect import format_train, train_from_data
-    from rag.evaluation.detect_data import SHARED_DATA
+    """Train and calibrate the detector on the generator's own answers; ship it only if it beats both
+    baselines on the validation drafts (else the untrained score ships)."""
+    from rag.evaluation.training import format_train, train_own
 
-    settings = settings_from(home=home)
-    source = data or SHARED_DATA
-    _run_eval(lambda: train_from_data(source, settings, out, squad_n, write_data)[1], format_train, as_json)
+    _run_eval(lambda: train_own(own, val, out), format_train, as_json)
 
 
 @eval_app.command("squad")
@@ -305,14 +312,19 @@ def eval_squad(
     n: Annotated[int, typer.Option("--n", min=1, help="questions to sample")] = 300,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     k: Annotated[int, typer.Option("--k", min=1, max=50, help="recall@k of the gold paragraph")] = 5,
+    split: Annotated[str, typer.Option(help="only articles of this split: train or val (default all)")] = "",
+    save: Annotated[Path | None, typer.Option(help="keep the drafts' features in this folder")] = None,
     as_json: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
-    """Answer quality: recall@k of the gold paragraph, token-F1, abstention on unanswerable questions."""
+    """Useful answers, abstention, and own-answer risk AUROC beside its two baselines, with 95% CIs."""
     from rag.evaluation.squad import evaluate, format_report
 
+    if split not in ("", "train", "val"):
+        fail("--split is train or val", 2)
     settings = settings_from(home=home)
-    _run_eval(lambda: evaluate(file, settings, n=n, seed=seed, k=k), format_report, as_json)
+    _run_eval(lambda: evaluate(file, settings, n=n, seed=seed, k=k, split=split, save=save), format_report,
+              as_json)
 
 
 def main() -> None:

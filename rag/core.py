@@ -19,6 +19,7 @@ from rag.workspace import Workspace
 
 if TYPE_CHECKING:
     from rag.answering import AnswerPipeline
+    from rag.generate import Generation
 
 
 class Rag:
@@ -60,9 +61,9 @@ class Rag:
                 from rag.detect import Detector
                 from rag.generate import Generator
 
-                self._pipeline = AnswerPipeline(
-                    self.workspace, Generator.load(self.settings), Detector.load()
-                )
+                generator = Generator.load(self.settings)
+                detector = Detector.for_generator(generator.name)
+                self._pipeline = AnswerPipeline(self.workspace, generator, detector)
             return self._pipeline
 
     def ask(
@@ -73,6 +74,7 @@ class Rag:
         *,
         on_sources: Callable[[list[Source]], None] | None = None,
         on_token: Callable[[str], None] | None = None,
+        on_generation: Callable[[Generation], None] | None = None,
         mode: str | None = None,
     ) -> Answer:
         """Answer with citations and attribution; the answer is stored (see ``get_answer``)."""
@@ -87,7 +89,7 @@ class Rag:
         sources = found.focused(self.settings.context_score_ratio)
         if on_sources:
             on_sources(sources)
-        return pipeline.run(question, sources, found.relevance, retrieve_ms, on_token)
+        return pipeline.run(question, sources, found.relevance, retrieve_ms, on_token, on_generation)
 
     def attribute(
         self, question: str, answer: str, context: str | None = None, chunk_ids: list[int] | None = None

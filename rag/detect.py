@@ -1,94 +1,130 @@
-"""Hallucination risk from where the generator looked (Lookback Lens, Chuang et al., 2024).
+"""Hallucination risk from where the generator looked and how sure it was.
 
 A claim the model read off its sources is written while attending to them; a made-up one is written
-while attending to its own answer. The feature per layer and head is the lookback ratio pooled over
-a set of answer tokens (a sentence, or the whole answer):
+while attending to its own answer (Lookback Lens, Chuang et al., 2024, arXiv:2407.07071), and with
+less confidence. For a set of answer tokens (a sentence, or the whole answer) `pool` computes:
 
-    ratio[l, h] = Σ_t chunk_mass[t, l, h] / (Σ_t chunk_mass[t, l, h] + Σ_t generated_mass[t, l, h])
+    lookback[l, h] = Σ_t ctx[t, l, h] / (Σ_t ctx[t, l, h] + Σ_t gen[t, l, h])
+    density[l, h]  = the same ratio of per-key masses: ctx / n_context_keys and gen / t (answer token
+                     t sees t earlier answer tokens), so that a short source or a long answer does
+                     not move the ratio by its size alone: a two-sentence document holds few keys and
+                     draws little raw mass even when it is read closely
+    logprob        = the min and mean over the tokens of log p(token): the model's own confidence
 
-Pooling the masses before taking the ratio separated hallucinated answers far better in trials than
-averaging per-token ratios: early tokens have almost no answer to look back on, so their ratios are
-~1 whatever they say. A logistic regression over these L*H ratios gives the risk.
+Pooling the masses before taking a ratio separated hallucinated answers far better than averaging
+per-token ratios: early tokens have almost no answer to look back on, so their ratios are ~1.
 
-The weights ship in `rag/detector/lookback.json` (written by `Detector.save`, read by `Detector.load`):
-
-    {"method": str, "threshold": float, "n_layers": int, "n_heads": int,
-     "mean": [L*H floats], "scale": [L*H floats], "coef": [L*H floats], "intercept": float,
-     "meta": {"generator": str, "trained_on": str, "n": int, "auroc": float, ...}}
-
-Features are flattened layer-major: index l * n_heads + h. Until a trained file exists, `load()`
-returns the documented baseline (see `Detector.baseline`).
+A detector is a logistic regression over one `FEATURE_SETS` entry, or the untrained baseline
+1 - mean lookback. One file per generator ships in ``rag/detector/<generator>.json`` (written by
+`Detector.save`, read by `Detector.for_generator`), with the data it was trained on, its AUROCs on
+an untouched validation split next to both baselines, and its calibrated thresholds.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from rag.generate import FIRST_CHUNK, GENERATED
+from rag.attention import FIRST_CHUNK, GENERATED
 
-DEFAULT_PATH = Path(__file__).parent / "detector" / "lookback.json"
-BASELINE_METHOD = "baseline: 1 - pooled lookback ratio, rescaled (untrained)"
+if TYPE_CHECKING:
+    from rag.generate import Generation
+
+DETECTOR_DIR = Path(__file__).parent / "detector"
+BASELINE_METHOD = "baseline: 1 - pooled lookback ratio (untrained)"
+FEATURE_SETS = ("lookback", "density", "logprob", "lookback+logprob", "density+logprob", "all")
 
 
-def features(masses: torch.Tensor, tokens: torch.Tensor | None = None) -> np.ndarray:
-    """Pooled lookback ratio per layer and head over the chosen answer tokens.
+@dataclass(frozen=True)
+class Pooled:
+    """What a set of answer tokens leaves for the detector (see the module docstring)."""
 
-    masses: (T, L, H, S) from `Generation.features`; tokens: (T,) bool, default all.
-    Returns (L*H,) float64, layer-major. With no tokens the ratio is 1 (nothing was made up)."""
+    lookback: np.ndarray  # (L*H,) layer-major: index l * n_heads + h
+    density: np.ndarray  # (L*H,)
+    logprob_min: float
+    logprob_mean: float
+    n_tokens: int
+
+    def vector(self, feature_set: str) -> np.ndarray:
+        parts = {
+            "lookback": [self.lookback],
+            "density": [self.density],
+            "logprob": [np.array([self.logprob_min, self.logprob_mean])],
+        }
+        names = ("lookback", "density", "logprob") if feature_set == "all" else feature_set.split("+")
+        return np.concatenate([p for n in names for p in parts[n]])
+
+
+def pool(generation: Generation, tokens: torch.Tensor | None = None) -> Pooled:
+    """Pooled features of the chosen answer tokens ((T,) bool, default all). With no tokens the
+    ratios are 1 and the log-probabilities 0: nothing was made up."""
+    masses = generation.features  # (T, L, H, S)
+    T = masses.shape[0]
+    n_context = max(sum(s >= FIRST_CHUNK for s in generation.prompt.segments), 1)
+    seen = torch.arange(T, dtype=torch.float64).clamp_min(1.0)[:, None, None]  # answer keys per token
+    ctx = masses[..., FIRST_CHUNK:].sum(-1).double()  # (T, L, H)
+    gen = masses[..., GENERATED].double()
+    logprobs = torch.tensor(generation.logprobs, dtype=torch.float64)
     if tokens is not None:
-        masses = masses[tokens]
-    chunks = masses[..., FIRST_CHUNK:].sum(dim=(0, -1)).double()  # (L, H)
-    answer = masses[..., GENERATED].sum(dim=0).double()  # (L, H)
-    ratio = torch.where(chunks + answer > 0, chunks / (chunks + answer), torch.ones_like(chunks))
-    return ratio.flatten().numpy()
+        ctx, gen, seen, logprobs = ctx[tokens], gen[tokens], seen[tokens], logprobs[tokens]
+    return Pooled(
+        lookback=_ratio(ctx.sum(0), gen.sum(0)),
+        density=_ratio((ctx / n_context).sum(0), (gen / seen).sum(0)),
+        logprob_min=float(logprobs.min()) if len(logprobs) else 0.0,
+        logprob_mean=float(logprobs.mean()) if len(logprobs) else 0.0,
+        n_tokens=len(logprobs),
+    )
+
+
+def _ratio(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    total = a + b
+    return torch.where(total > 0, a / total.clamp_min(1e-300), torch.ones_like(a)).flatten().numpy()
+
+
+def generator_slug(name: str) -> str:
+    """The detector file's stem for a generator name; quantization does not change the file."""
+    base = name.removesuffix("+int8")
+    return re.sub(r"[^\w.-]+", "_", base)
 
 
 @dataclass
 class Detector:
-    """Risk in [0, 1] from `features(...)`; `flagged` means risk >= threshold."""
+    """Risk in [0, 1] from `Pooled` features; `flagged` means risk >= threshold."""
 
     method: str
     threshold: float
+    abstain_risk: float = 1.01  # the answer is held back at this risk (above 1: never)
+    feature_set: str = "lookback"
     n_layers: int | None = None  # None: the baseline, which fits any model
     n_heads: int | None = None
     mean: list[float] | None = None  # standardisation, then logistic regression
     scale: list[float] | None = None
     coef: list[float] | None = None
     intercept: float = 0.0
-    # baseline only: mean ratio at or above `high` -> risk 0, at or below `low` -> risk 1
-    low: float = 0.0
-    high: float = 1.0
     meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def baseline(cls) -> Detector:
-        """Untrained: risk = (high - mean ratio) / (high - low), clipped to [0, 1].
-
-        The mean over layers and heads of the pooled lookback ratio, rescaled so that the range
-        SmolLM2-135M spans on HaluEval QA answers teacher-forced with their knowledge (faithful
-        answers mostly above `high`, hallucinated ones reaching `low`) maps onto [0, 1]."""
-        return cls(method=BASELINE_METHOD, threshold=0.5, low=0.45, high=0.75,
-                   meta={"note": "replace by training a logistic regression: see Detector.fit"})
+    def baseline(cls, threshold: float = 0.5, abstain_risk: float = 1.01) -> Detector:
+        """Untrained: risk = 1 - the mean over layers and heads of the pooled lookback ratio."""
+        return cls(method=BASELINE_METHOD, threshold=threshold, abstain_risk=abstain_risk)
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Detector:
-        """The shipped detector (or the one at `path`); the baseline when no file is shipped yet."""
-        path = path or DEFAULT_PATH
-        if not path.exists():
-            if path == DEFAULT_PATH:
-                return cls.baseline()
-            raise FileNotFoundError(f"no detector file at {path}")
+    def load(cls, path: Path) -> Detector:
         return cls(**json.loads(path.read_text()))
 
-    def save(self, path: Path | None = None) -> None:
-        path = path or DEFAULT_PATH
+    @classmethod
+    def for_generator(cls, name: str, directory: Path | None = None) -> Detector:
+        """The detector shipped for this generator; the untrained baseline when none is."""
+        path = (directory or DETECTOR_DIR) / f"{generator_slug(name)}.json"
+        return cls.load(path) if path.exists() else cls.baseline()
+
+    def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(self), indent=1) + "\n")
 
@@ -100,41 +136,33 @@ class Detector:
         """Whether this detector's weights were trained on a model of this shape."""
         return not self.trained or (self.n_layers, self.n_heads) == (n_layers, n_heads)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """x: (F,) or (N, F) features -> risk () or (N,) in [0, 1]."""
-        x = np.asarray(x, dtype=np.float64)
+    def risk(self, pooled: Pooled) -> float:
         if not self.trained:
-            return np.clip((self.high - x.mean(axis=-1)) / (self.high - self.low), 0.0, 1.0)
+            return float(np.clip(1.0 - pooled.lookback.mean(), 0.0, 1.0))
+        return float(self.predict(pooled.vector(self.feature_set)))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """x: (F,) or (N, F) vectors of `feature_set` -> risk () or (N,) in [0, 1] (trained only)."""
         assert self.mean is not None and self.scale is not None and self.coef is not None
-        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        z = (np.asarray(x, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
         return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.coef) + self.intercept)))
 
     @classmethod
     def fit(
-        cls,
-        x: np.ndarray,
-        y: np.ndarray,
-        *,
-        n_layers: int,
-        n_heads: int,
-        c: float = 0.1,
-        threshold: float | None = None,
+        cls, x: np.ndarray, y: np.ndarray, *, feature_set: str, n_layers: int, n_heads: int, c: float,
         meta: dict[str, Any] | None = None,
     ) -> Detector:
-        """Standardise and fit an L2 logistic regression on (N, L*H) features, y = 1 for hallucinated.
-
-        Without a threshold, the one maximising F1 on (x, y) is chosen; pass one chosen on held-out
-        data when there is enough of it."""
+        """Standardise and fit an L2 logistic regression, y = 1 for hallucinated. Thresholds are set
+        by the caller, on data the fit did not see."""
         from sklearn.linear_model import LogisticRegression
 
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64)
-        if x.shape[1] != n_layers * n_heads:
-            raise ValueError(f"expected {n_layers * n_heads} features per row, got {x.shape[1]}")
         mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-        model = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y)
-        detector = cls(
-            method="lookback-lens: logistic regression on pooled lookback ratios per layer and head",
+        model = LogisticRegression(C=c, max_iter=5000).fit((x - mean) / scale, y)
+        return cls(
+            method=f"lookback-lens: logistic regression on {feature_set} features",
             threshold=0.5,
+            feature_set=feature_set,
             n_layers=n_layers,
             n_heads=n_heads,
             mean=mean.tolist(),
@@ -143,17 +171,3 @@ class Detector:
             intercept=float(model.intercept_[0]),
             meta=dict(meta or {}),
         )
-        detector.threshold = threshold if threshold is not None else best_f1_threshold(detector.predict(x), y)
-        return detector
-
-
-def best_f1_threshold(risk: np.ndarray, y: np.ndarray) -> float:
-    """The risk cut-off that maximises F1 for label 1 (hallucinated)."""
-    best, best_f1 = 0.5, -1.0
-    for t in np.unique(risk):
-        pred = risk >= t
-        tp = float(np.sum(pred & (y == 1)))
-        f1 = 2 * tp / (np.sum(pred) + np.sum(y == 1)) if tp else 0.0
-        if f1 > best_f1 and math.isfinite(t):
-            best, best_f1 = float(t), f1
-    return best

@@ -3,11 +3,10 @@ forward pass, records how much each generated token attended to each part of the
 
 Follow one token: `Generator.generate` builds a `Prompt` (instruction, chunks [1]..[k], question; every
 token labelled with the segment it belongs to), reuses the instruction prefix's KV cache, and decodes
-greedily. Each forward pass runs `segment_attention` (registered with transformers as the model's
-attention implementation), which computes ordinary attention and folds each layer's weights over the
-keys into per-segment masses with one matmul: (heads, K) @ membership (K, segments). Only those masses
-are kept, a (tokens, layers, heads, segments) tensor, never the attention maps. `rag.attribution`
-turns them into chunk shares, lookback ratios and risks.
+greedily. Each forward pass runs `rag.attention.segment_attention`, which keeps only per-segment
+attention masses, a (tokens, layers, heads, segments) tensor, never the attention maps; each step
+also keeps the log-probability of the chosen token. `rag.attribution` turns them into chunk shares,
+lookback ratios and risks.
 
 References: Lookback Lens (Chuang et al., 2024, arXiv:2407.07071) for the lookback ratio;
 "Efficient Streaming Language Models with Attention Sinks" (Xiao et al., 2023) for why the first
@@ -24,31 +23,30 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer, DynamicCache
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from rag.attention import (
+    ATTENTION,
+    FIRST_CHUNK,
+    GENERATED,
+    INSTRUCTION,
+    QUESTION,
+    SINK,
+    AttentionReducer,
+)
 from rag.config import Settings
-from rag.resources import resolve_model_path
+from rag.resources import GENERATORS, SplitGGUF, resolve_model_path
 from rag.types import BadInput, Source
 
-# Segments of the prompt (+ the answer) that attention is summed over. Chunks come last so that the
-# other indices do not depend on how many chunks a prompt has: chunk i is segment FIRST_CHUNK + i.
-SINK = 0  # the first token: attention parks there when it has nowhere better to go
-INSTRUCTION = 1  # the system instruction (the cached prefix, less the sink)
-QUESTION = 2  # the question and the template around it (role markers, "Sources:", "[n] title" glue)
-GENERATED = 3  # the answer's own tokens so far
-FIRST_CHUNK = 4
-SEGMENT_NAMES = ("sink", "instruction", "question", "generated")
-
-ATTENTION = "sightline"  # the attention implementation our models are loaded with (registered below)
-
+# Short answers: on SQuAD questions a 0.5B model asked for "one short sentence" copied the answer
+# instead of paraphrasing the paragraph around it, and said "I don't know" where a longer
+# instruction made it guess.
 INSTRUCTION_TEXT = (
-    "You answer questions using only the numbered sources the user gives you. "
-    "Cite the sources you use as [n], for example [1]. "
-    "If the sources do not contain the answer, say that you don't know."
+    "Answer the question using only the numbered sources. Reply with one short sentence that cites "
+    "its source as [n]. If the sources do not contain the answer, reply: I don't know."
 )
 # Characters do not bound tokens (4,000 CJK characters are ~11k tokens, 4,000 digits 4k), and eager
 # attention over such a prompt takes minutes and gigabytes: what a user hands the decoder is bounded
@@ -59,71 +57,6 @@ MAX_ANSWER_TOKENS = 1024
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "</s>")
 # A base model (no chat template) does not stop by itself: it would write the next question.
 BASE_MODEL_STOP_STRINGS = ("\nQuestion:", "\nSources:", "\n\n\n")
-
-
-# --------------------------------------------------------------------------------------------------
-# attention that keeps only per-segment masses
-
-
-class AttentionReducer:
-    """Receives each layer's attention weights during one forward pass and keeps their sums over the
-    prompt's segments for the query rows that predict answer tokens. One per forward pass: the
-    REST service may decode several requests at once in threads."""
-
-    def __init__(self, membership: torch.Tensor) -> None:
-        self.membership = membership  # (N, S) one-hot: position -> segment, N >= every key length
-        self.rows: slice = slice(None)  # which query rows of this forward pass to keep
-        self.out: torch.Tensor | None = None  # (R, L, H, S) where the kept rows' masses go
-        self.layers_seen = 0
-
-    def target(self, rows: slice, out: torch.Tensor) -> None:
-        self.rows, self.out = rows, out
-
-    def __call__(self, layer: int, weights: torch.Tensor) -> None:
-        assert self.out is not None
-        n_keys = weights.shape[-1]
-        w = weights[0, :, self.rows].float()  # (H, R, K)
-        masses = w @ self.membership[:n_keys]  # (H, R, S)
-        self.out[:, layer] = masses.transpose(0, 1)  # (R, H, S)
-        self.layers_seen += 1
-
-
-def segment_attention(
-    module: Any,  # the attention layer; its layer_idx says where the masses go
-    query: torch.Tensor,  # (B, H, Q, D)
-    key: torch.Tensor,  # (B, kvH, K, D)
-    value: torch.Tensor,  # (B, kvH, K, D)
-    attention_mask: torch.Tensor | None,  # (B, 1, Q, K) additive float, from eager_mask
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    softcap: float | None = None,
-    attention_reducer: AttentionReducer | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """Eager attention (identical to transformers' eager) that hands its weights to the reducer.
-
-    Grouped-query heads are handled by folding each KV head's query group into the query length,
-    so keys and values are never repeated: at Q=1 this costs about what sdpa does."""
-    B, H, Q, D = query.shape
-    kvH, K = key.shape[1], key.shape[2]
-    g = H // kvH  # query heads per KV head; head h uses KV head h // g
-    scaling = D**-0.5 if scaling is None else scaling
-    q = query.reshape(B, kvH, g * Q, D)
-    scores = torch.matmul(q, key.transpose(2, 3)) * scaling  # (B, kvH, g*Q, K)
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    scores = scores.view(B, kvH, g, Q, K)
-    if attention_mask is not None:
-        scores = scores + attention_mask[:, :, None, :, :K]
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # (B, kvH, g, Q, K)
-    if attention_reducer is not None:
-        attention_reducer(module.layer_idx, weights.view(B, H, Q, K))
-    out = torch.matmul(weights.view(B, kvH, g * Q, K), value)  # (B, kvH, g*Q, D)
-    return out.view(B, H, Q, D).transpose(1, 2), None  # (B, Q, H, D) as transformers expects
-
-
-AttentionInterface.register(ATTENTION, segment_attention)
-AttentionMaskInterface.register(ATTENTION, eager_mask)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,6 +93,7 @@ class Generation:
     token_ids: list[int]  # answer tokens (no EOS), aligned with offsets and features
     offsets: list[tuple[int, int]]  # per token: char [start, end) in text (empty for invisible tokens)
     features: torch.Tensor  # (T, L, H, S) float32 on CPU: attention mass per layer, head, segment
+    logprobs: list[float]  # per token: the model's log-probability of it (its confidence)
     prompt: Prompt
     stop_reason: str  # "eos", "stop_string", "length" or "teacher_forced"
     prefill_ms: float
@@ -204,20 +138,67 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_causal_lm(spec: str, models_dir: Path, device: str = "cpu") -> tuple[Any, Any, str]:
-    """(model, tokenizer, name) for a model spec; GGUF files are converted once into models_dir."""
-    path = resolve_model_path(spec)
-    name = Path(path).name if Path(path).exists() else path
-    if path.endswith(".gguf"):
-        target = _gguf_target(models_dir, Path(path).name)
+def _bytes_bar(label: str) -> Callable[[int, int], None]:
+    """A tqdm bar on stderr for a long one-off step (assembling parts), quiet when not a terminal."""
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def load_causal_lm(
+    spec: str, models_dir: Path, device: str = "cpu", quantize: str = "none"
+) -> tuple[Any, Any, str]:
+    """(model, tokenizer, name) for a model spec; GGUF files are converted once into models_dir.
+
+    A named split model is assembled from its parts first (sha256 checked) and the assembled GGUF is
+    removed once converted: only the converted folder is needed after that."""
+    named = GENERATORS.get(spec)
+    if isinstance(named, SplitGGUF):
+        target = _gguf_target(models_dir, named.filename)
         if not (target / "config.json").exists():
-            convert_gguf(Path(path), target)
+            gguf = Path(resolve_model_path(spec, models_dir, _bytes_bar(f"assembling {named.filename}")))
+            convert_gguf(gguf, target)
+            gguf.unlink(missing_ok=True)
         path, name = str(target), target.name
+    else:
+        path = resolve_model_path(spec)
+        name = Path(path).name if Path(path).exists() else path
+        if path.endswith(".gguf"):
+            target = _gguf_target(models_dir, Path(path).name)
+            if not (target / "config.json").exists():
+                convert_gguf(Path(path), target)
+            path, name = str(target), target.name
     # fp32 on CPU (fp16 matmuls are slow there); bf16 on accelerators. Masses are summed in fp32.
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     tokenizer = AutoTokenizer.from_pretrained(path)
     model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=ATTENTION)
-    return model.to(device).eval(), tokenizer, name
+    model = model.to(device).eval()
+    if quantize == "int8":
+        model = quantize_int8(model)
+        name = f"{name}+int8"
+    return model, tokenizer, name
+
+
+def quantize_int8(model: Any) -> Any:
+    """Dynamic int8 for every linear layer (weights int8, activations quantized per batch); attention
+    itself, and so the masses, stay in fp32. CPU only: fbgemm/qnnpack kernels."""
+    import warnings
+
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -333,7 +314,9 @@ class Generator:
     def load(cls, settings: Settings | None = None) -> Generator:
         """The configured generator (settings.generator), converted into settings.models_dir if GGUF."""
         settings = settings or Settings()
-        model, tokenizer, name = load_causal_lm(settings.generator, settings.models_dir, settings.device)
+        quantize = settings.quantize if settings.device == "cpu" else "none"
+        model, tokenizer, name = load_causal_lm(settings.generator, settings.models_dir, settings.device,
+                                                quantize)
         return cls(model, tokenizer, name=name, max_new_tokens=settings.max_new_tokens,
                    max_context_tokens=settings.max_context_tokens)
 
@@ -491,10 +474,13 @@ class Generator:
         segments = torch.tensor(prompt.segments + [GENERATED] * n_answer, device=self.device)
         return torch.nn.functional.one_hot(segments, prompt.n_segments).float()
 
-    def _forward(self, ids: torch.Tensor, cache: DynamicCache, reducer: AttentionReducer) -> torch.Tensor:
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1,
+    def _forward(
+        self, ids: torch.Tensor, cache: DynamicCache, reducer: AttentionReducer, keep: int = 1
+    ) -> torch.Tensor:
+        """Logits of the last `keep` positions: (V,) for one, (keep, V) for more."""
+        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=keep,
                          attention_reducer=reducer)
-        return out.logits[0, -1]  # (V,)
+        return out.logits[0, -1] if keep == 1 else out.logits[0, -keep:]
 
     def _check_reduced(self, reducer: AttentionReducer) -> None:
         if reducer.layers_seen != self.n_layers:
@@ -527,9 +513,11 @@ class Generator:
         cache = self._new_cache(prompt)
         ids = torch.tensor([prompt.token_ids[prompt.prefix_len:]], device=self.device)
         reducer.target(slice(-1, None), features[0:1])
-        next_id = self._forward(ids, cache, reducer).argmax().view(1, 1)
+        logits = self._forward(ids, cache, reducer)
         self._check_reduced(reducer)
+        next_id = logits.argmax().view(1, 1)
         token = int(next_id)
+        logprobs = [_logprob(logits, token)]
         t1 = time.perf_counter()
 
         stop_reason = "length"
@@ -546,8 +534,10 @@ class Generator:
             if step + 1 == n_new:
                 break
             reducer.target(slice(None), features[step + 1 : step + 2])
-            next_id = self._forward(next_id, cache, reducer).argmax().view(1, 1)
+            logits = self._forward(next_id, cache, reducer)
+            next_id = logits.argmax().view(1, 1)
             token = int(next_id)
+            logprobs.append(_logprob(logits, token))
         tail = stream.finish()
         if on_token is not None and tail:
             on_token(tail)
@@ -559,38 +549,65 @@ class Generator:
             token_ids=token_ids,
             offsets=offsets,
             features=features[: len(token_ids)].cpu(),
+            logprobs=logprobs[: len(token_ids)],
             prompt=prompt,
             stop_reason=stop_reason,
             prefill_ms=(t1 - t0) * 1000,
             decode_ms=(t2 - t1) * 1000,
         )
 
-    @torch.inference_mode()
     def teacher_force(self, question: str, sources: Sequence[Source], answer_text: str) -> Generation:
-        """The same attention masses for an answer written elsewhere, from ONE forward pass over
-        prompt + answer: the query at position p predicts token p+1, exactly as in decoding."""
-        prompt = self.build_prompt(question, sources)
-        enc = self.tokenizer(answer_text, add_special_tokens=False, return_offsets_mapping=True)
-        answer_ids: list[int] = enc["input_ids"]
-        offsets = [(int(s), int(e)) for s, e in enc["offset_mapping"]]
-        T, P, start = len(answer_ids), len(prompt.token_ids), prompt.prefix_len
-        reducer = AttentionReducer(self._membership(prompt, T))
-        features = torch.zeros(T, self.n_layers, self.n_heads, prompt.n_segments, device=self.device)
+        """The same attention masses for an answer written elsewhere (see `teacher_force_many`)."""
+        return self.teacher_force_many(question, sources, [answer_text])[0]
 
-        t0 = time.perf_counter()
-        if T:
-            cache = self._new_cache(prompt)
-            ids = torch.tensor([prompt.token_ids[start:] + answer_ids[:-1]], device=self.device)
-            reducer.target(slice(P - 1 - start, P - 1 - start + T), features)
-            self._forward(ids, cache, reducer)
-            self._check_reduced(reducer)
-        return Generation(
-            text=answer_text,
-            token_ids=answer_ids,
-            offsets=offsets,
-            features=features.cpu(),
-            prompt=prompt,
-            stop_reason="teacher_forced",
-            prefill_ms=(time.perf_counter() - t0) * 1000,
-            decode_ms=0.0,
-        )
+    @torch.inference_mode()
+    def teacher_force_many(
+        self, question: str, sources: Sequence[Source], answers: Sequence[str]
+    ) -> list[Generation]:
+        """Masses and log-probabilities of answers written elsewhere, one forward pass each over the
+        answer: the query at position p predicts token p+1, exactly as in decoding. The prompt (less
+        its last token) is run once and each answer starts from a copy of its KV cache."""
+        prompt = self.build_prompt(question, sources)
+        P, start = len(prompt.token_ids), prompt.prefix_len
+        shared = self._new_cache(prompt)
+        if start < P - 1:
+            self.model(input_ids=torch.tensor([prompt.token_ids[start : P - 1]], device=self.device),
+                       past_key_values=shared, use_cache=True, logits_to_keep=1)
+        kv = [(layer.keys, layer.values) for layer in cast(list[Any], shared.layers)]
+        out = []
+        for answer in answers:
+            t0 = time.perf_counter()
+            enc = self.tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+            ids: list[int] = enc["input_ids"]
+            T = len(ids)
+            features = torch.zeros(T, self.n_layers, self.n_heads, prompt.n_segments, device=self.device)
+            logprobs: list[float] = []
+            if T:
+                cache = DynamicCache(config=self.model.config)
+                for layer, (k, v) in enumerate(kv):
+                    cache.update(k, v, layer)
+                reducer = AttentionReducer(self._membership(prompt, T))
+                reducer.target(slice(0, T), features)
+                inputs = torch.tensor([[prompt.token_ids[P - 1], *ids[:-1]]], device=self.device)
+                logits = self._forward(inputs, cache, reducer, keep=T).view(T, -1)  # (T, V)
+                self._check_reduced(reducer)
+                logprobs = torch.log_softmax(logits.float(), -1)[torch.arange(T), ids].tolist()
+            out.append(
+                Generation(
+                    text=answer,
+                    token_ids=ids,
+                    offsets=[(int(s), int(e)) for s, e in enc["offset_mapping"]],
+                    features=features.cpu(),
+                    logprobs=logprobs,
+                    prompt=prompt,
+                    stop_reason="teacher_forced",
+                    prefill_ms=(time.perf_counter() - t0) * 1000,
+                    decode_ms=0.0,
+                )
+            )
+        return out
+
+
+def _logprob(logits: torch.Tensor, token: int) -> float:
+    """log p(token) under one position's logits (V,)."""
+    return float(torch.log_softmax(logits.float(), -1)[token])

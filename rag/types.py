@@ -77,6 +77,8 @@ class SentenceAttribution:
     lookback: float  # pooled: mass on chunks / (mass on chunks + mass on the answer so far)
     risk: float
     flagged: bool
+    # pooled lookback ratio per layer and head (rounded): which heads looked back at the sources
+    heads: list[list[float]] = field(default_factory=list)
 
 
 @dataclass

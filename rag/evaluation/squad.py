@@ -1,20 +1,30 @@
-"""`rag eval squad FILE`: answer quality on SQuAD-2 through the real pipeline.
+"""`rag eval squad FILE`: answer quality and risk on the generator's own answers, through the real
+pipeline.
 
-A sample of questions is drawn; their paragraphs are written one per .txt file into a temporary folder
-and ingested with `Rag.ingest` into a temporary workspace (the configured models are reused), so
-retrieval is real. Then per question:
+A sample of questions is drawn (optionally from one split: articles are split by a hash of their
+title, so `--split val` holds articles the detector never saw); their paragraphs are written one per
+.txt file into a temporary folder and ingested with `Rag.ingest` into a temporary workspace (the
+configured models are reused), so retrieval is real. Every question is asked with `Rag.ask`; risk
+abstention is applied afterwards from each draft's recorded risk, which is exactly what the pipeline
+does (greedy decoding is deterministic and abstention comes after it), and lets the same drafts be
+scored at any abstention level or by another detector. Per question:
 
-- recall@k of the gold paragraph (answerable questions): one of the top k retrieved chunks is from it;
-- token-F1 (official SQuAD normalisation, max over the gold answers) of the answer, for answerable
-  questions; an abstention scores 0. `contains`: the normalised gold answer appears in the answer
-  (the model writes sentences, which token-F1 punishes for their extra words);
-- abstention accuracy on unanswerable questions: abstained = `Answer.abstained` or the model declined
-  (`rag.answering.declined`); false abstentions on answerable ones are reported too;
-- mean risk of the generated answers, answerable vs unanswerable (and the AUROC of risk between them).
+- recall@k of the gold paragraph (answerable questions);
+- token-F1 (official SQuAD normalisation, max over the gold answers); `contains`: the normalised gold
+  answer appears in the answer (the model writes sentences, which token-F1 punishes);
+- useful = answerable, not abstained, gold contained; abstention on unanswerable questions; false
+  abstention on answerable ones (abstained = nothing relevant retrieved, the model declined, or the
+  draft's risk reached the abstention level);
+- the own-answer label (`own_label`), and the risk AUROC bad-vs-good over labelled drafts next to
+  the two baselines, answer length alone and the untrained 1 - pooled lookback ratio.
+
+`--save DIR` keeps each draft's pooled features (rag.detect.pool, whole answer and per sentence) so
+that `rag eval train-detector --own DIR` can train on them without running the generator again.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import string
@@ -27,8 +37,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.evaluation.detect import auroc
-from rag.evaluation.detect_data import squad_rows
+import numpy as np
+
+from rag.detect import Detector, Pooled
+from rag.evaluation.detect_data import split_of, squad_rows
+from rag.evaluation.metrics import Interval, auroc, auroc_ci, share
 
 _CITATION = re.compile(r"\[\d+(?:\s*[,;]\s*\d+)*\]")
 
@@ -68,10 +81,21 @@ def contains_answer(prediction: str, golds: Sequence[str]) -> bool:
     return any(normalize_answer(g) and f" {normalize_answer(g)} " in pred for g in golds)
 
 
-def abstention_accuracy(abstained: Sequence[bool], answerable: Sequence[bool]) -> float:
-    """Share of the unanswerable questions on which the system abstained (NaN when there are none)."""
-    picked = [a for a, ok in zip(abstained, answerable, strict=True) if not ok]
-    return sum(picked) / len(picked) if picked else float("nan")
+def own_label(answerable: bool, answer: str, golds: Sequence[str], declined: bool) -> int | None:
+    """Whether a draft is grounded (0) or not (1), judged against SQuAD's gold, no model involved.
+
+    - a decline ("I don't know") makes no claim: no label;
+    - answerable: a gold answer contained -> 0; no word in common with any (token-F1 0) -> 1; partial
+      overlap is ambiguous -> no label;
+    - unanswerable: any specific claim instead of declining -> 1."""
+    if declined:
+        return None
+    if not answerable:
+        return 1
+    text = strip_citations(answer)
+    if contains_answer(text, golds):
+        return 0
+    return 1 if max_f1(text, golds) == 0.0 else None
 
 
 def strip_citations(answer: str) -> str:
@@ -85,15 +109,87 @@ def strip_citations(answer: str) -> str:
 @dataclass
 class QuestionResult:
     id: str
+    title: str
     question: str
     answerable: bool
-    answer: str
-    abstained: bool
+    answer: str  # the draft as generated (also when abstention would hold it back)
+    no_sources: bool  # nothing relevant retrieved: abstained before generating
+    declined: bool  # the model itself said the sources do not hold the answer
     retrieved_gold: bool  # gold paragraph among the top k
     f1: float
     contains: bool
-    risk: float | None  # None when nothing was generated
+    label: int | None  # own_label: 0 grounded, 1 not, None unlabelled
+    risk: float | None  # the draft's answer risk (None when nothing was generated)
     seconds: float
+
+
+@dataclass
+class OwnAnswers:
+    """Drafts with their pooled features, aligned with `results` (None where nothing was generated)."""
+
+    results: list[QuestionResult]
+    answers: list[Pooled | None]  # the whole answer
+    sentences: list[list[Pooled]]  # per sentence, as rag.attribution scores them
+    generator: str = ""
+    shape: tuple[int, int] = (0, 0)  # the generator's (layers, heads)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"generator": self.generator, "shape": list(self.shape)}
+        (folder / "meta.json").write_text(json.dumps(meta) + "\n")
+        with (folder / "results.jsonl").open("w", encoding="utf-8") as f:
+            for r in self.results:
+                f.write(json.dumps(asdict(r)) + "\n")
+        rows = [(i, p) for i, p in enumerate(self.answers) if p is not None]
+        sent = [(i, p) for i, ps in enumerate(self.sentences) for p in ps]
+        arrays = {**_stack("answer", rows), **_stack("sentence", sent)}
+        np.savez(folder / "features.npz", **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, folder: Path) -> OwnAnswers:
+        with (folder / "results.jsonl").open(encoding="utf-8") as f:
+            results = [QuestionResult(**json.loads(line)) for line in f if line.strip()]
+        answers: list[Pooled | None] = [None] * len(results)
+        sentences: list[list[Pooled]] = [[] for _ in results]
+        with np.load(folder / "features.npz") as z:
+            for i, p in _unstack(z, "answer"):
+                answers[i] = p
+            for i, p in _unstack(z, "sentence"):
+                sentences[i].append(p)
+        meta = json.loads((folder / "meta.json").read_text())
+        return cls(results, answers, sentences, meta["generator"], (meta["shape"][0], meta["shape"][1]))
+
+    def risks(self, detector: Detector) -> list[float | None]:
+        """Each draft's answer risk under `detector`: its riskiest sentence's, as rag.attribution."""
+        return [max((detector.risk(p) for p in ps), default=0.0) if a is not None else None
+                for a, ps in zip(self.answers, self.sentences, strict=True)]
+
+
+_POOLED_FIELDS = ("lookback", "density", "logprob_min", "logprob_mean", "n_tokens")
+
+
+def _stack(prefix: str, rows: list[tuple[int, Pooled]]) -> dict[str, np.ndarray]:
+    out = {f"{prefix}_index": np.array([i for i, _ in rows], dtype=np.int64)}
+    for name in _POOLED_FIELDS:
+        out[f"{prefix}_{name}"] = np.array([getattr(p, name) for _, p in rows])
+    return out
+
+
+def _unstack(z: Any, prefix: str) -> list[tuple[int, Pooled]]:
+    index = z[f"{prefix}_index"]
+    cols = {name: z[f"{prefix}_{name}"] for name in _POOLED_FIELDS}
+    return [
+        (int(i), Pooled(cols["lookback"][j], cols["density"][j], float(cols["logprob_min"][j]),
+                        float(cols["logprob_mean"][j]), int(cols["n_tokens"][j])))
+        for j, i in enumerate(index)
+    ]
+
+
+@dataclass
+class Estimate:
+    value: float
+    ci: Interval
+    n: int
 
 
 @dataclass
@@ -102,19 +198,25 @@ class SquadReport:
     n_answerable: int
     n_unanswerable: int
     k: int
+    split: str
+    abstain_risk: float
     recall_at_k: float  # answerable questions
     f1: float  # answerable, abstentions score 0
-    f1_answered: float  # answerable questions that got an answer
-    contains: float  # answerable
-    abstention_accuracy: float  # unanswerable
-    false_abstention: float  # answerable questions abstained on
-    squad2_f1: float  # all questions: answerable F1, unanswerable 1 if abstained
-    mean_risk_answerable: float
-    mean_risk_unanswerable: float
-    risk_auroc: float  # risk separating unanswerable from answerable (generated answers only)
+    contains: float  # answerable: the draft contains the gold, whatever abstention does
+    useful: Estimate  # answerable questions answered with the gold contained
+    abstention: Estimate  # unanswerable questions abstained on
+    false_abstention: Estimate  # answerable questions abstained on
+    flagged_precision: float  # share of flagged drafts that are bad (labelled drafts)
+    risk_auroc: Estimate  # bad vs good drafts (own_label), the risk the product reports
+    length_auroc: Estimate  # baseline: answer length in tokens alone
+    lookback_auroc: Estimate  # baseline: untrained 1 - pooled lookback ratio
+    n_bad: int
+    n_good: int
     paragraphs: int
     generator: str
+    detector: str
     seconds: float
+    seconds_per_question: float
     questions: list[QuestionResult] = field(default_factory=list)
 
     def to_dict(self, with_questions: bool = True) -> dict[str, Any]:
@@ -128,45 +230,153 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def _auroc(scores: Sequence[float], labels: Sequence[int]) -> Estimate:
+    return Estimate(auroc(scores, labels), auroc_ci(scores, labels), len(labels))
+
+
 def summarise(
-    results: Sequence[QuestionResult], k: int, paragraphs: int = 0, generator: str = "", seconds: float = 0.0
+    own: OwnAnswers, detector: Detector, abstain_risk: float | None = None, *, k: int = 5,
+    split: str = "", paragraphs: int = 0, generator: str = "", seconds: float = 0.0,
 ) -> SquadReport:
-    ans = [r for r in results if r.answerable]
-    una = [r for r in results if not r.answerable]
-    risk_ans = [r.risk for r in ans if r.risk is not None]
-    risk_una = [r.risk for r in una if r.risk is not None]
+    """The report for these drafts scored by `detector`, abstaining at `abstain_risk` (default: the
+    detector's calibrated level)."""
+    level = detector.abstain_risk if abstain_risk is None else abstain_risk
+    results = own.results
+    risks = own.risks(detector)
+    abstained = [r.no_sources or r.declined or (risk is not None and risk >= level)
+                 for r, risk in zip(results, risks, strict=True)]
+    ans = [i for i, r in enumerate(results) if r.answerable]
+    una = [i for i, r in enumerate(results) if not r.answerable]
+    labelled = [i for i, r in enumerate(results) if r.label is not None and own.answers[i] is not None]
+    y = [int(results[i].label or 0) for i in labelled]
+    risk_l = [float(risks[i] or 0.0) for i in labelled]
+    length = [float(own.answers[i].n_tokens) for i in labelled]  # type: ignore[union-attr]
+    lookback = [1.0 - float(own.answers[i].lookback.mean()) for i in labelled]  # type: ignore[union-attr]
+    flagged = [yy for yy, rr in zip(y, risk_l, strict=True) if rr >= detector.threshold]
+    useful = [i for i in ans if not abstained[i] and results[i].contains]
     return SquadReport(
         n=len(results),
         n_answerable=len(ans),
         n_unanswerable=len(una),
         k=k,
-        recall_at_k=_mean([float(r.retrieved_gold) for r in ans]),
-        f1=_mean([r.f1 for r in ans]),
-        f1_answered=_mean([r.f1 for r in ans if not r.abstained]),
-        contains=_mean([float(r.contains) for r in ans]),
-        abstention_accuracy=abstention_accuracy(
-            [r.abstained for r in results], [r.answerable for r in results]
-        ),
-        false_abstention=_mean([float(r.abstained) for r in ans]),
-        squad2_f1=_mean([r.f1 if r.answerable else float(r.abstained) for r in results]),
-        mean_risk_answerable=_mean(risk_ans),
-        mean_risk_unanswerable=_mean(risk_una),
-        risk_auroc=auroc(risk_ans + risk_una, [False] * len(risk_ans) + [True] * len(risk_una)),
+        split=split or "all",
+        abstain_risk=level,
+        recall_at_k=_mean([float(results[i].retrieved_gold) for i in ans]),
+        f1=_mean([0.0 if abstained[i] else results[i].f1 for i in ans]),
+        contains=_mean([float(results[i].contains) for i in ans]),
+        useful=Estimate(*share(len(useful), len(ans)), len(ans)),
+        abstention=Estimate(*share(sum(abstained[i] for i in una), len(una)), len(una)),
+        false_abstention=Estimate(*share(sum(abstained[i] for i in ans), len(ans)), len(ans)),
+        flagged_precision=_mean([float(f) for f in flagged]),
+        risk_auroc=_auroc(risk_l, y),
+        length_auroc=_auroc(length, y),
+        lookback_auroc=_auroc(lookback, y),
+        n_bad=sum(y),
+        n_good=len(y) - sum(y),
         paragraphs=paragraphs,
         generator=generator,
+        detector=detector.method,
         seconds=seconds,
+        seconds_per_question=seconds / len(results) if results else 0.0,
         questions=list(results),
     )
 
 
-def sample_questions(path: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    rows = list(squad_rows(path))
+def sample_questions(path: Path, n: int, seed: int = 0, split: str = "") -> list[dict[str, Any]]:
+    """n questions drawn at random, from the articles of `split` ("train"/"val") when given."""
+    rows = [r for r in squad_rows(path) if not split or article_split(r["title"]) == split]
+    if not rows:
+        raise ValueError(f"{path}: no questions" + (f" in split {split!r}" if split else ""))
     return random.Random(seed).sample(rows, min(n, len(rows)))
+
+
+def article_split(title: str) -> str:
+    """"val" for a quarter of the articles (by title hash), never trained on; "train" for the rest."""
+    return split_of(title, val=0.25, test=0.0)
 
 
 def paragraph_file(row: dict[str, Any]) -> str:
     safe = re.sub(r"[^\w-]+", "_", row["title"]).strip("_")[:60]
     return f"{safe}__{row['paragraph_index']:03d}.txt"
+
+
+def run_questions(
+    path: Path,
+    settings: Any,
+    n: int = 300,
+    seed: int = 0,
+    k: int = 5,
+    split: str = "",
+    save: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[OwnAnswers, int, str, Detector]:
+    """Ingest the sample's paragraphs into a temporary workspace and ask every question with risk
+    abstention off, keeping each draft's features (saved to `save` every 20 questions, so a long run
+    stopped early keeps its drafts). Returns (drafts, paragraphs, generator, detector)."""
+    from rag.answering import declined
+    from rag.attribution import sentence_rows
+    from rag.config import Settings
+    from rag.core import Rag
+    from rag.detect import pool
+    from rag.generate import Generation
+
+    t0 = time.perf_counter()
+    say = progress or (lambda m: print(m, file=sys.stderr, flush=True))
+    rows = sample_questions(path, n, seed, split)
+    with tempfile.TemporaryDirectory(prefix="sightline-squad-") as tmp:
+        docs = Path(tmp) / "paragraphs"
+        docs.mkdir()
+        for row in rows:
+            (docs / paragraph_file(row)).write_text(row["context"], encoding="utf-8")
+        base = settings.model_dump()
+        base.update(home=Path(tmp) / "home", database_url=None, models_cache=settings.models_dir,
+                    abstain_risk=1.01)
+        rag = Rag(Settings(**base))
+        summary = rag.ingest([docs])
+        say(f"ingested {summary.documents} paragraphs ({summary.chunks} chunks) in {summary.seconds:.0f} s; "
+            f"loading the generator")
+        pipeline = rag.load_generator()
+        g = pipeline.generator
+        own = OwnAnswers([], [], [], g.name, (g.n_layers, g.n_heads))
+        for i, row in enumerate(rows, 1):
+            q0 = time.perf_counter()
+            golds = [g for g in row["answers"]["text"] if g.strip()]
+            answerable = not row["is_impossible"] and bool(golds)
+            top = rag.search(row["question"], k)
+            drafts: list[Generation] = []
+            answer = rag.ask(row["question"], on_generation=drafts.append)
+            text = strip_citations(answer.answer)
+            is_declined = bool(drafts) and declined(answer.answer)
+            own.results.append(
+                QuestionResult(
+                    id=str(row["id"]),
+                    title=row["title"],
+                    question=row["question"],
+                    answerable=answerable,
+                    answer=answer.answer,
+                    no_sources=not drafts,
+                    declined=is_declined,
+                    retrieved_gold=any(Path(s.path).name == paragraph_file(row) for s in top),
+                    f1=max_f1(text, golds) if answerable and drafts else 0.0,
+                    contains=answerable and bool(drafts) and contains_answer(text, golds),
+                    label=own_label(answerable, answer.answer, golds, is_declined) if drafts else None,
+                    risk=answer.hallucination.risk if drafts else None,
+                    seconds=time.perf_counter() - q0,
+                )
+            )
+            gen = drafts[0] if drafts else None
+            own.answers.append(pool(gen) if gen is not None else None)
+            own.sentences.append(
+                [pool(gen, rows_) for _, rows_ in sentence_rows(gen) if bool(rows_.any())] if gen else []
+            )
+            if save is not None and (i % 20 == 0 or i == len(rows)):
+                own.save(save)
+            r = own.results[-1]
+            outcome = ("no sources" if r.no_sources else "declined" if r.declined else
+                       f"label {r.label} risk {r.risk:.2f}")
+            say(f"[{i}/{len(rows)}] {'A' if answerable else 'U'} {outcome}  {r.seconds:.1f} s "
+                f"(total {time.perf_counter() - t0:.0f} s)  {row['question'][:50]!r} -> {text[:60]!r}")
+        return own, summary.documents, pipeline.generator.name, pipeline.detector
 
 
 def evaluate(
@@ -175,78 +385,36 @@ def evaluate(
     n: int = 300,
     seed: int = 0,
     k: int = 5,
+    split: str = "",
+    save: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SquadReport:
-    """Ingest the sample's paragraphs into a temporary workspace and ask every question."""
-    from rag.answering import declined
-    from rag.config import Settings
-    from rag.core import Rag
-
+    """`rag eval squad`: ask the sample, optionally keep the drafts' features, and report."""
     t0 = time.perf_counter()
-    say = progress or (lambda m: print(m, file=sys.stderr, flush=True))
-    rows = sample_questions(path, n, seed)
-    with tempfile.TemporaryDirectory(prefix="sightline-squad-") as tmp:
-        docs = Path(tmp) / "paragraphs"
-        docs.mkdir()
-        for row in rows:
-            (docs / paragraph_file(row)).write_text(row["context"], encoding="utf-8")
-        base = settings.model_dump()
-        base.update(home=Path(tmp) / "home", database_url=None, models_cache=settings.models_dir)
-        rag = Rag(Settings(**base))
-        summary = rag.ingest([docs])
-        say(
-            f"ingested {summary.documents} paragraphs ({summary.chunks} chunks) in {summary.seconds:.0f} s; "
-            f"loading the generator"
-        )
-        pipeline = rag.load_generator()
-        results: list[QuestionResult] = []
-        for i, row in enumerate(rows, 1):
-            q0 = time.perf_counter()
-            golds = [g for g in row["answers"]["text"] if g.strip()]
-            answerable = not row["is_impossible"] and bool(golds)
-            top = rag.search(row["question"], k)
-            gold_file = paragraph_file(row)
-            answer = rag.ask(row["question"])
-            text = strip_citations(answer.answer)
-            abstained = bool(answer.abstained or declined(answer.answer))
-            f1 = 0.0 if abstained else max_f1(text, golds)
-            results.append(
-                QuestionResult(
-                    id=str(row["id"]),
-                    question=row["question"],
-                    answerable=answerable,
-                    answer=answer.answer,
-                    abstained=abstained,
-                    retrieved_gold=any(Path(s.path).name == gold_file for s in top),
-                    f1=f1 if answerable else 0.0,
-                    contains=answerable and not abstained and contains_answer(text, golds),
-                    risk=answer.hallucination.risk if answer.timings.decode_ms > 0 else None,
-                    seconds=time.perf_counter() - q0,
-                )
-            )
-            r = results[-1]
-            elapsed = time.perf_counter() - t0
-            outcome = "abstained" if abstained else f"f1 {f1:.2f}" if answerable else "answered"
-            say(
-                f"[{i}/{len(rows)}] {'A' if answerable else 'U'} {outcome}  {r.seconds:.0f} s "
-                f"(total {elapsed:.0f} s)  {row['question'][:60]!r} -> {text[:60]!r}"
-            )
-        return summarise(results, k, summary.documents, pipeline.generator.name, time.perf_counter() - t0)
+    own, paragraphs, generator, detector = run_questions(path, settings, n, seed, k, split, save, progress)
+    return summarise(own, detector, settings.abstain_risk, k=k, split=split, paragraphs=paragraphs,
+                     generator=generator, seconds=time.perf_counter() - t0)
+
+
+def _est(e: Estimate) -> str:
+    return f"{e.value:.3f} [{e.ci[0]:.3f}, {e.ci[1]:.3f}] (n {e.n})"
 
 
 def format_report(r: SquadReport) -> str:
     return "\n".join(
         [
-            f"n {r.n} ({r.n_answerable} answerable, {r.n_unanswerable} unanswerable) over "
-            f"{r.paragraphs} paragraphs; generator {r.generator}; {r.seconds:.0f} s",
+            f"n {r.n} ({r.n_answerable} answerable, {r.n_unanswerable} unanswerable), split {r.split}, over "
+            f"{r.paragraphs} paragraphs; generator {r.generator}; {r.seconds:.0f} s "
+            f"({r.seconds_per_question:.1f} s/question)",
             f"recall@{r.k} of the gold paragraph   {r.recall_at_k:.3f}   (answerable)",
-            f"token-F1                       {r.f1:.3f}   "
-            f"(answerable; {r.f1_answered:.3f} where it answered)",
-            f"answer contains the gold       {r.contains:.3f}",
-            f"abstention accuracy            {r.abstention_accuracy:.3f}   (unanswerable)",
-            f"false abstention               {r.false_abstention:.3f}   (answerable)",
-            f"SQuAD-2 F1                     {r.squad2_f1:.3f}   (all; unanswerable = 1 if abstained)",
-            f"mean risk                      {r.mean_risk_answerable:.3f} answerable / "
-            f"{r.mean_risk_unanswerable:.3f} unanswerable (AUROC {r.risk_auroc:.3f})",
+            f"useful answers                 {_est(r.useful)}   (answerable: answered, gold contained)",
+            f"abstention on unanswerable     {_est(r.abstention)}   (held back at risk {r.abstain_risk:.3f})",
+            f"false abstention               {_est(r.false_abstention)}   (answerable)",
+            f"token-F1                       {r.f1:.3f}   (answerable; abstentions score 0)",
+            f"own-answer risk AUROC          {_est(r.risk_auroc)}   ({r.n_bad} bad / {r.n_good} good drafts)",
+            f"  baseline: length alone       {_est(r.length_auroc)}",
+            f"  baseline: 1 - lookback       {_est(r.lookback_auroc)}   (untrained)",
+            f"flag precision                 {r.flagged_precision:.3f}   (flagged drafts that are bad)",
+            f"detector: {r.detector}",
         ]
     )

@@ -1,0 +1,96 @@
+"""The numbers every evaluation reports, in one place: AUROC with a bootstrap interval, shares with a
+Wilson interval, and the thresholds calibrated for a stated target."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Scores = Sequence[float] | np.ndarray
+Labels = Sequence[bool] | Sequence[int] | np.ndarray
+Interval = tuple[float, float]
+NAN_INTERVAL: Interval = (float("nan"), float("nan"))
+
+
+def auroc(scores: Scores, labels: Labels) -> float:
+    """Area under the ROC curve (positive = label 1 scores higher); NaN when a class is absent."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels, dtype=bool)
+    if y.all() or not y.any():
+        return float("nan")
+    return float(roc_auc_score(y, np.asarray(scores, dtype=np.float64)))
+
+
+def auroc_ci(scores: Scores, labels: Labels, n_boot: int = 1000, seed: int = 0) -> Interval:
+    """95% bootstrap interval of the AUROC (lines resampled with replacement)."""
+    return _boot(lambda i: auroc(np.asarray(scores)[i], np.asarray(labels)[i]), len(labels), n_boot, seed)
+
+
+def auroc_gap_ci(a: Scores, b: Scores, labels: Labels, n_boot: int = 1000, seed: int = 0) -> Interval:
+    """95% bootstrap interval of AUROC(a) - AUROC(b) on the same lines (resampled together)."""
+    a, b, y = np.asarray(a), np.asarray(b), np.asarray(labels)
+    return _boot(lambda i: auroc(a[i], y[i]) - auroc(b[i], y[i]), len(y), n_boot, seed)
+
+
+def _boot(stat: object, n: int, n_boot: int, seed: int) -> Interval:
+    rng = np.random.default_rng(seed)
+    values = [v for _ in range(n_boot) if np.isfinite(v := stat(rng.integers(0, n, n)))]  # type: ignore[operator]
+    if not values or n == 0:
+        return NAN_INTERVAL
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def share(hits: int, n: int) -> tuple[float, Interval]:
+    """hits / n with its 95% Wilson interval (NaN for n = 0)."""
+    if n == 0:
+        return float("nan"), NAN_INTERVAL
+    from scipy.stats import binomtest
+
+    ci = binomtest(hits, n).proportion_ci(method="wilson")
+    return hits / n, (float(ci.low), float(ci.high))
+
+
+def f1_at(scores: Scores, labels: Labels, threshold: float) -> float:
+    """F1 of the positive class when score >= threshold predicts positive."""
+    from sklearn.metrics import f1_score
+
+    pred = np.asarray(scores, dtype=np.float64) >= threshold
+    return float(f1_score(np.asarray(labels, dtype=bool), pred, zero_division=0.0))
+
+
+def precision_at(scores: Scores, labels: Labels, threshold: float) -> float:
+    pred = np.asarray(scores, dtype=np.float64) >= threshold
+    return float(np.asarray(labels, dtype=bool)[pred].mean()) if pred.any() else float("nan")
+
+
+def threshold_for_precision(scores: Scores, labels: Labels, target: float = 0.7) -> float:
+    """The lowest cut-off whose flags are right at least `target` of the time (most recall at that
+    precision); the cut-off with the best precision when none reaches it."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    best, best_precision = float(np.max(s)) if len(s) else 0.5, -1.0
+    for t in np.unique(s):
+        p = float(y[s >= t].mean())
+        if p >= target:
+            return float(t)
+        if p > best_precision:
+            best, best_precision = float(t), p
+    return best
+
+
+def abstain_level(
+    risk_answerable: Scores, n_answerable: int, already: int = 0, max_false: float = 0.2
+) -> float:
+    """The risk at which to hold answers back: the lowest level at which at most `max_false` of the
+    `n_answerable` answerable questions end up abstained on (`already` were, without risk: declined
+    or nothing retrieved), so that as many made-up answers as possible are caught.
+    `risk_answerable`: the risks of the drafts for the others. Above 1 means never."""
+    good = np.sort(np.asarray(risk_answerable, dtype=np.float64))
+    allowed = int(np.floor(max_false * n_answerable)) - already  # drafts that may still be held back
+    if not len(good) or allowed <= 0:
+        return 1.01
+    if allowed >= len(good):
+        return 0.0
+    return float(min(good[len(good) - allowed], 1.01))
