@@ -135,9 +135,9 @@ async function send(files) {
     for (const f of summary.failed) {
       el.failures.append(h("li", {}, h("strong", {}, names.get(f.path) || splitPath(f.path)[1]), `: ${f.error}`));
     }
+    await loadDocuments(); // the list first: the summary below says the upload is over
     const parts = [`added ${summary.added}`, `updated ${summary.updated}`, `unchanged ${summary.unchanged}`];
     say(`Done: ${parts.join(", ")}; ${summary.failed.length} failed.`, summary.failed.length ? "error" : "ok");
-    await loadDocuments();
   } catch (err) {
     if (err instanceof AuthError) hooks.onAuthError();
     else say(`Upload failed: ${err.message}`, "error");
@@ -158,8 +158,8 @@ function confirmDelete(doc, name, button) {
 async function remove({ doc, name }) {
   try {
     await request(`/v1/documents/${doc.id}`, { method: "DELETE" });
-    say(`Deleted ${name}.`, "ok");
     await loadDocuments();
+    say(`Deleted ${name}.`, "ok");
     el.count.focus();
   } catch (err) {
     if (err instanceof AuthError) hooks.onAuthError();
