@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from api.deps import V1
 from api.metrics import HttpMetrics
 from api.middleware import ApiKeyAuth, BodyLimit
-from api.routes import api_router, health
+from api.routes import api_router, health, web
 from api.schemas import error_responses
 from api.service import Service
 from rag.config import Settings
@@ -64,6 +64,8 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     _install_error_handlers(app)
     app.include_router(api_router, responses=error_responses(400, 401, 413, 422))
     app.include_router(health.router)
+    app.include_router(web.router)
+    app.mount("/static", web.static_files(), name="static")
     return app
 
 

@@ -174,6 +174,21 @@ class AnswerOut(BaseModel):
     attention_sink: float = 0.0
 
 
+class AnswerSummaryOut(BaseModel):
+    id: str
+    question: str
+    created_at: datetime
+    risk: float = Field(description="the answer's hallucination risk")
+    flagged: bool
+
+
+class AnswerList(BaseModel):
+    answers: list[AnswerSummaryOut] = Field(description="newest first")
+    total: int = Field(description="stored answers in all")
+    limit: int
+    offset: int
+
+
 class AttributionOut(BaseModel):
     sources: list[SourceOut]
     sentences: list[SentenceOut]

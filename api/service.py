@@ -33,7 +33,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.metrics import Metrics
 from api.schemas import (
+    AnswerList,
     AnswerOut,
+    AnswerSummaryOut,
     AskRequest,
     AttributeRequest,
     AttributionOut,
@@ -244,6 +246,11 @@ class Service:
         if answer is None:
             raise HTTPException(404, f"no answer with id {answer_id}")
         return _answer_out(answer)
+
+    def answers(self, limit: int, offset: int) -> AnswerList:
+        page, total = self.rag.answers(limit, offset)
+        summaries = [AnswerSummaryOut.model_validate(a.to_dict()) for a in page]
+        return AnswerList(answers=summaries, total=total, limit=limit, offset=offset)
 
     def report(self, answer_id: str) -> str:
         html = self.rag.report_html(answer_id)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from rag.config import Settings
 from rag.ingestion import Ingestor, IngestSummary, ProgressFn
 from rag.retrieve import Filters, Retriever
-from rag.store import DocumentInfo, document_infos, sources_for
+from rag.store import AnswerSummary, DocumentInfo, answer_summaries, document_infos, sources_for
 from rag.types import Answer, Attribution, BadInput, Source
 from rag.workspace import Workspace
 
@@ -123,6 +123,11 @@ class Rag:
         from rag.answering import load_answer
 
         return load_answer(self.workspace, answer_id)
+
+    def answers(self, limit: int = 20, offset: int = 0) -> tuple[list[AnswerSummary], int]:
+        """Stored answers, newest first: one page of them and the total."""
+        with self.workspace.sessions() as s:
+            return answer_summaries(s, limit, offset)
 
     def report_html(self, answer_id: str) -> str | None:
         from rag.report import render_html

@@ -1,11 +1,11 @@
-"""Queries over documents and chunks that more than one stage needs."""
+"""Queries over documents, chunks and stored answers that more than one stage needs."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from rag.models import Chunk, Document
+from rag.models import AnswerRecord, Chunk, Document
 from rag.types import Source
 
 _IN_BATCH = 900  # stay under SQLite's bound-parameter limit
@@ -160,3 +160,39 @@ def document_infos(session: Session, document_id: int | None = None) -> list[Doc
         )
         for d, n in session.execute(query)
     ]
+
+
+@dataclass
+class AnswerSummary:
+    """A stored answer as a list of recent answers shows it, without its (large) report."""
+
+    id: str
+    question: str
+    created_at: datetime
+    risk: float
+    flagged: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def answer_summaries(session: Session, limit: int, offset: int = 0) -> tuple[list[AnswerSummary], int]:
+    """A page of stored answers, newest first, and how many there are in all."""
+    total = session.scalar(select(func.count()).select_from(AnswerRecord)) or 0
+    a = AnswerRecord
+    query = (
+        select(a.id, a.question, a.created_at, a.risk, a.flagged)
+        .order_by(a.created_at.desc(), a.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    page = [
+        AnswerSummary(id_, question, _utc(created), risk, flagged)
+        for id_, question, created, risk, flagged in session.execute(query)
+    ]
+    return page, int(total)
+
+
+def _utc(when: datetime) -> datetime:
+    """SQLite hands back the stored UTC times without their zone."""
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

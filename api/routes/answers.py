@@ -1,20 +1,32 @@
-"""Stored answers: GET /v1/answers/{id} and its HTML attribution report."""
+"""Stored answers: the newest first, one by id, and its HTML attribution report."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse
 
 from api.deps import V1, ServiceDep
-from api.schemas import AnswerOut, error_responses
+from api.schemas import MAX_SQL_INT, AnswerList, AnswerOut, error_responses
 
 router = APIRouter(prefix=f"{V1}/answers", tags=["answers"])
 
 AnswerId = Annotated[
     str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="from an Answer's `id`")
 ]
+
+MAX_PAGE = 100
+
+
+@router.get("", operation_id="list_answers")
+def list_answers(
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="answers per page")] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT, description="answers to skip")] = 0,
+) -> AnswerList:
+    """Stored answers, newest first (question, risk, time); GET /v1/answers/{id} has the whole one."""
+    return service.answers(limit, offset)
 
 
 @router.get("/{answer_id}", operation_id="get_answer", responses=error_responses(404))
