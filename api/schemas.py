@@ -129,6 +129,16 @@ class SourceOut(BaseModel):
     heading: str | None = None
 
 
+class EvidenceOut(BaseModel):
+    chunk_id: int
+    document_id: int
+    path: str
+    char_start: int = Field(description="offset into the document's text")
+    char_end: int
+    text: str = Field(description="document_text[char_start:char_end]")
+    mass: float = Field(description="share of the sentence's attention on the sources")
+
+
 class SentenceOut(BaseModel):
     text: str
     start: int
@@ -137,6 +147,8 @@ class SentenceOut(BaseModel):
     lookback: float
     risk: float
     flagged: bool
+    heads: list[list[float]] = Field(default_factory=list, description="lookback ratio per layer, per head")
+    evidence: list[EvidenceOut] = Field(default_factory=list, description="source spans it drew on")
 
 
 class HallucinationOut(BaseModel):
@@ -172,6 +184,7 @@ class AnswerOut(BaseModel):
     abstained: bool = False
     draft: str | None = Field(None, description="when abstaining after generation: the held-back answer")
     attention_sink: float = 0.0
+    answer_kind: Literal["generated", "quotes", "refusal"] = "generated"
 
 
 class AnswerSummaryOut(BaseModel):

@@ -9,13 +9,13 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from rag.attribution import attribute
+from rag.attribution import attribute, evidence_spans
 from rag.config import Settings
 from rag.db import transaction
 from rag.detect import Detector
 from rag.generate import Generation, Generator
 from rag.models import AnswerRecord
-from rag.types import Answer, Attribution, BadInput, Hallucination, Source, Timings
+from rag.types import Answer, Attribution, BadInput, Evidence, Hallucination, Source, Timings
 from rag.workspace import Workspace
 
 MAX_QUESTION_CHARS = 4000
@@ -24,6 +24,7 @@ NOT_GROUNDED = (
     "I can't give a reliable answer from your documents: the draft answer did not draw on the "
     "retrieved sources, so it was held back."
 )
+QUOTES_LEAD = "I could not verify a generated answer. Your documents say:"
 _MODEL_DECLINED = re.compile(
     r"\b(i (do not|don't|cannot|can't) (know|answer|find)|not (mentioned|stated|provided|found) in|"
     r"(sources|context|documents) (do not|don't) (contain|say|mention))",
@@ -38,6 +39,12 @@ def check_question(question: str) -> str:
     if len(text) > MAX_QUESTION_CHARS:
         raise BadInput(f"the question is {len(text):,} characters; the limit is {MAX_QUESTION_CHARS:,}")
     return text
+
+
+def quote_answer(quotes: list[Evidence], chunk_ids: list[int]) -> str:
+    """The held-back answer's replacement: its evidence verbatim, each cited as the prompt numbered it."""
+    cited = " ".join(f"“{q.text.strip()}” [{chunk_ids.index(q.chunk_id) + 1}]" for q in quotes)
+    return f"{QUOTES_LEAD} {cited}"
 
 
 def declined(answer: str) -> bool:
@@ -80,6 +87,7 @@ class AnswerPipeline:
                 on_token(NO_SOURCES)
             method = f"abstained: best source similarity {relevance:.2f} < {self.settings.min_relevance}"
             answer = self._answer(question, NO_SOURCES, sources, None, timings, model, abstained=True)
+            answer.answer_kind = "refusal"
             answer.hallucination = Hallucination(0.0, False, method, self.detector.threshold)
         else:
             generation = self.generator.generate(question, sources, on_token=on_token)
@@ -91,11 +99,16 @@ class AnswerPipeline:
             timings.attribute_ms = (time.perf_counter() - t0) * 1000
             text = generation.text.strip()
             if attribution.hallucination.risk >= self.abstain_risk and not declined(text):
-                answer = self._answer(question, NOT_GROUNDED, sources, attribution, timings, model, True)
+                # held back: what the draft looked at is still true, quoted verbatim
+                quotes = evidence_spans(generation, sources, limit=2)
+                body = quote_answer(quotes, generation.prompt.chunk_ids) if quotes else NOT_GROUNDED
+                answer = self._answer(question, body, sources, attribution, timings, model, True)
                 answer.draft, answer.sentences = text, []
+                answer.answer_kind = "quotes" if quotes else "refusal"
             else:
                 answer = self._answer(question, generation.text, sources, attribution, timings, model)
                 answer.abstained = declined(text)
+                answer.answer_kind = "refusal" if answer.abstained else "generated"
         timings.total_ms = retrieve_ms + (time.perf_counter() - started) * 1000
         self.store(answer)
         return answer

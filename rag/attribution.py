@@ -25,15 +25,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from rag.attention import FIRST_CHUNK, GENERATED, SINK
+from rag.attention import FIRST_CHUNK, GENERATED, SINK, attribution_layers
 from rag.detect import Detector, pool
 from rag.generate import Generation
-from rag.types import Attribution, Hallucination, SentenceAttribution, Source
-
-
-def attribution_layers(n_layers: int) -> slice:
-    """The layers whose attention says which chunk a token drew on: the upper half."""
-    return slice(n_layers // 2, n_layers)
+from rag.types import Attribution, Evidence, Hallucination, SentenceAttribution, Source
 
 
 def chunk_masses(masses: torch.Tensor) -> torch.Tensor:
@@ -115,6 +110,47 @@ def sentence_of_tokens(offsets: Sequence[tuple[int, int]], sentences: Sequence[t
     return owner
 
 
+def evidence_spans(
+    generation: Generation, sources: Sequence[Source], rows: torch.Tensor | None = None, limit: int = 3
+) -> list[Evidence]:
+    """The source sentences the chosen answer tokens ((T,) bool, default all) attended to most.
+
+    Each chunk's text is cut into sentences; a sentence's mass is the attention (mean over heads of
+    the attribution layers, kept per prompt token in the decoding pass) of the chosen tokens on the
+    tokens inside it, as a share of their attention on all chunks. Spans under a quarter of the top
+    one are dropped: they are where attention rests, not what the sentence drew on."""
+    prompt = generation.prompt
+    masses = generation.token_masses if rows is None else generation.token_masses[rows]
+    per_token = masses.sum(0).double().numpy()  # (P,)
+    starts = np.array([c for c, _ in prompt.token_chars])
+    found: list[tuple[float, int, tuple[int, int]]] = []
+    total = 0.0
+    for i, source in enumerate(sources[: prompt.n_chunks]):
+        lo, hi = prompt.chunk_spans[i]
+        spans = split_sentences(source.text)
+        pos = starts[lo:hi] - prompt.chunk_text_at[i]  # each token's char in source.text
+        total += float(per_token[lo:hi].sum())
+        if not spans:
+            continue
+        span_starts = np.array([s for s, _ in spans])
+        which = np.searchsorted(span_starts, pos, side="right") - 1
+        inside = (which >= 0) & (pos < np.array([e for _, e in spans])[which.clip(0)])
+        span_mass = np.bincount(which[inside], weights=per_token[lo:hi][inside], minlength=len(spans))
+        found += [(float(m), i, span) for m, span in zip(span_mass, spans, strict=True) if m > 0]
+    if not found or total <= 0:
+        return []
+    found.sort(key=lambda f: -f[0])
+    top = found[0][0]
+    out = []
+    for mass, i, (s, e) in found[:limit]:
+        if mass < top / 4:
+            break
+        source = sources[i]
+        out.append(Evidence(source.chunk_id, source.document_id, source.path, source.char_start + s,
+                            source.char_start + e, source.text[s:e], mass / total))
+    return out
+
+
 def sentence_rows(generation: Generation) -> list[tuple[tuple[int, int], torch.Tensor]]:
     """Each sentence's char span in the answer and which of its tokens ((T,) bool) belong to it."""
     spans = split_sentences(generation.text)
@@ -171,6 +207,7 @@ def attribute(
                 risk=risk,
                 flagged=risk >= detector.threshold,
                 heads=np.round(pooled.lookback.reshape(L, H), 2).tolist(),
+                evidence=evidence_spans(generation, sources, rows) if has_tokens else [],
             )
         )
     # the answer is as risky as its riskiest sentence: one made-up claim is enough to warn about

@@ -75,6 +75,8 @@ class Prompt:
     instruction_span: tuple[int, int]
     question_span: tuple[int, int]  # tokens of the question text itself
     prefix_len: int  # leading tokens whose KV comes from the shared prefix cache (0: none)
+    token_chars: list[tuple[int, int]]  # per token: char [start, end) in text
+    chunk_text_at: list[int]  # per chunk: the char of text where its Source.text[0] would sit
 
     @property
     def n_chunks(self) -> int:
@@ -93,6 +95,8 @@ class Generation:
     token_ids: list[int]  # answer tokens (no EOS), aligned with offsets and features
     offsets: list[tuple[int, int]]  # per token: char [start, end) in text (empty for invisible tokens)
     features: torch.Tensor  # (T, L, H, S) float32 on CPU: attention mass per layer, head, segment
+    # (T, P) float32 on CPU: mass on each prompt token, mean over heads of the attribution layers
+    token_masses: torch.Tensor
     logprobs: list[float]  # per token: the model's log-probability of it (its confidence)
     prompt: Prompt
     stop_reason: str  # "eos", "stop_string", "length" or "teacher_forced"
@@ -394,10 +398,13 @@ class Generator:
         user = header + "\n\n".join(blocks) + f"\n\nQuestion: {question}"
         text, instruction_end, user_at = self._render(user)
 
-        # char ranges of each chunk block and of the question inside the rendered text
-        block_ranges, at = [], user_at + len(header)
-        for block in blocks:
+        # char ranges of each chunk block and of the question inside the rendered text; a block's
+        # body is its source text stripped, after the "[n] title" line
+        block_ranges, text_at, at = [], [], user_at + len(header)
+        for block, source in zip(blocks, kept, strict=True):
             block_ranges.append((at, at + len(block)))
+            lead = len(source.text) - len(source.text.lstrip())
+            text_at.append(at + len(block) - len(source.text.strip()) - lead)
             at += len(block) + 2
         question_at = user_at + len(user) - len(question)
 
@@ -429,6 +436,8 @@ class Generator:
             instruction_span=span(0, instruction_end),
             question_span=span(question_at, question_at + len(question)),
             prefix_len=self._prefix_len(text, ids),
+            token_chars=offsets,
+            chunk_text_at=text_at,
         )
 
     # ---- prefix cache
@@ -442,7 +451,7 @@ class Generator:
             return None
         cache = DynamicCache(config=self.model.config)
         with torch.inference_mode():
-            self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache,
+            self.model(input_ids=torch.tensor([ids], device=self.device), cache=cache,
                        use_cache=True, logits_to_keep=1)
         layers: list[Any] = list(cache.layers)
         kv = tuple((layer.keys, layer.values) for layer in layers)
@@ -469,16 +478,18 @@ class Generator:
 
     # ---- decoding
 
-    def _membership(self, prompt: Prompt, n_answer: int) -> torch.Tensor:
-        """(P + n_answer, S) one-hot segment membership of every position the answer may attend to."""
+    def _reducer(self, prompt: Prompt, n_answer: int) -> AttentionReducer:
+        """A reducer for a pass over this prompt and up to n_answer answer tokens: segment membership
+        (one-hot) of every position the answer may attend to."""
         segments = torch.tensor(prompt.segments + [GENERATED] * n_answer, device=self.device)
-        return torch.nn.functional.one_hot(segments, prompt.n_segments).float()
+        membership = torch.nn.functional.one_hot(segments, prompt.n_segments).float()
+        return AttentionReducer(membership, self.n_layers, len(prompt.token_ids))
 
     def _forward(
         self, ids: torch.Tensor, cache: DynamicCache, reducer: AttentionReducer, keep: int = 1
     ) -> torch.Tensor:
         """Logits of the last `keep` positions: (V,) for one, (keep, V) for more."""
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=keep,
+        out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=keep,
                          attention_reducer=reducer)
         return out.logits[0, -1] if keep == 1 else out.logits[0, -keep:]
 
@@ -504,15 +515,16 @@ class Generator:
         if not use_prefix_cache:
             prompt = replace(prompt, prefix_len=0)
         n_new = max_new_tokens or self.max_new_tokens
-        reducer = AttentionReducer(self._membership(prompt, n_new))
+        reducer = self._reducer(prompt, n_new)
         features = torch.zeros(n_new, self.n_layers, self.n_heads, prompt.n_segments, device=self.device)
+        token_masses = torch.zeros(n_new, len(prompt.token_ids), device=self.device)
         stream = _TextStream(self.tokenizer, self.stop_strings)
 
         # prefill: the last prompt position's attention is the first answer token's
         t0 = time.perf_counter()
         cache = self._new_cache(prompt)
         ids = torch.tensor([prompt.token_ids[prompt.prefix_len:]], device=self.device)
-        reducer.target(slice(-1, None), features[0:1])
+        reducer.target(slice(-1, None), features[0:1], token_masses[0:1])
         logits = self._forward(ids, cache, reducer)
         self._check_reduced(reducer)
         next_id = logits.argmax().view(1, 1)
@@ -533,7 +545,7 @@ class Generator:
                 break
             if step + 1 == n_new:
                 break
-            reducer.target(slice(None), features[step + 1 : step + 2])
+            reducer.target(slice(None), features[step + 1 : step + 2], token_masses[step + 1 : step + 2])
             logits = self._forward(next_id, cache, reducer)
             next_id = logits.argmax().view(1, 1)
             token = int(next_id)
@@ -549,6 +561,7 @@ class Generator:
             token_ids=token_ids,
             offsets=offsets,
             features=features[: len(token_ids)].cpu(),
+            token_masses=token_masses[: len(token_ids)].cpu(),
             logprobs=logprobs[: len(token_ids)],
             prompt=prompt,
             stop_reason=stop_reason,
@@ -572,7 +585,7 @@ class Generator:
         shared = self._new_cache(prompt)
         if start < P - 1:
             self.model(input_ids=torch.tensor([prompt.token_ids[start : P - 1]], device=self.device),
-                       past_key_values=shared, use_cache=True, logits_to_keep=1)
+                       cache=shared, use_cache=True, logits_to_keep=1)
         kv = [(layer.keys, layer.values) for layer in cast(list[Any], shared.layers)]
         out = []
         for answer in answers:
@@ -581,13 +594,14 @@ class Generator:
             ids: list[int] = enc["input_ids"]
             T = len(ids)
             features = torch.zeros(T, self.n_layers, self.n_heads, prompt.n_segments, device=self.device)
+            token_masses = torch.zeros(T, P, device=self.device)
             logprobs: list[float] = []
             if T:
                 cache = DynamicCache(config=self.model.config)
                 for layer, (k, v) in enumerate(kv):
                     cache.update(k, v, layer)
-                reducer = AttentionReducer(self._membership(prompt, T))
-                reducer.target(slice(0, T), features)
+                reducer = self._reducer(prompt, T)
+                reducer.target(slice(0, T), features, token_masses)
                 inputs = torch.tensor([[prompt.token_ids[P - 1], *ids[:-1]]], device=self.device)
                 logits = self._forward(inputs, cache, reducer, keep=T).view(T, -1)  # (T, V)
                 self._check_reduced(reducer)
@@ -598,6 +612,7 @@ class Generator:
                     token_ids=ids,
                     offsets=[(int(s), int(e)) for s, e in enc["offset_mapping"]],
                     features=features.cpu(),
+                    token_masses=token_masses.cpu(),
                     logprobs=logprobs,
                     prompt=prompt,
                     stop_reason="teacher_forced",

@@ -69,6 +69,19 @@ class Source:
 
 
 @dataclass
+class Evidence:
+    """A span of a source that a sentence drew on: ``document_text[char_start:char_end] == text``."""
+
+    chunk_id: int
+    document_id: int
+    path: str
+    char_start: int  # offsets into the document
+    char_end: int
+    text: str
+    mass: float  # share of the sentence's attention on the sources that went to this span
+
+
+@dataclass
 class SentenceAttribution:
     text: str
     start: int  # char offsets into the answer text
@@ -79,6 +92,7 @@ class SentenceAttribution:
     flagged: bool
     # pooled lookback ratio per layer and head (rounded): which heads looked back at the sources
     heads: list[list[float]] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)  # mass-ordered, at most a few
 
 
 @dataclass
@@ -125,6 +139,8 @@ class Answer:
     abstained: bool = False
     draft: str | None = None  # when abstaining after generation: the answer that was held back
     attention_sink: float = 0.0
+    # "generated"; "quotes": verbatim evidence of a held-back draft; "refusal": no answer
+    answer_kind: str = "generated"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,7 +155,11 @@ class Answer:
             model=d["model"],
             sources=[Source(**s) for s in d["sources"]],
             sentences=[
-                SentenceAttribution(**{**s, "support": {int(k): v for k, v in s["support"].items()}})
+                SentenceAttribution(**{
+                    **s,
+                    "support": {int(k): v for k, v in s["support"].items()},
+                    "evidence": [Evidence(**e) for e in s.get("evidence", [])],
+                })
                 for s in d["sentences"]
             ],
             hallucination=Hallucination(**d["hallucination"]),
@@ -147,4 +167,5 @@ class Answer:
             abstained=d.get("abstained", False),
             draft=d.get("draft"),
             attention_sink=d.get("attention_sink", 0.0),
+            answer_kind=d.get("answer_kind", "refusal" if d.get("abstained") else "generated"),
         )

@@ -18,6 +18,13 @@ import pytest
 from rag.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+# Tests whose behaviour does not depend on which model answers use the small generator in fp32
+# (teacher forcing then reproduces decoding exactly, and four test processes fit in memory);
+# tests of the shipped default (tests/test_default_generator.py) name it. Servers the tests spawn
+# inherit these.
+SMALL_GENERATOR = "smollm2-135m"
+os.environ.setdefault("RAG_GENERATOR", SMALL_GENERATOR)
+os.environ.setdefault("RAG_QUANTIZE", "none")
 PG_BASE = os.environ.get("RAG_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 # Converted generator weights are cached across test runs (the first GGUF conversion takes ~30 s).
 MODELS_CACHE = Path(os.environ.get("RAG_TEST_MODELS", REPO / ".sightline" / "test-models"))

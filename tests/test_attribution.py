@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from rag.attribution import attribute, lookback_ratios, pooled_lookback, split_sentences
-from rag.detect import BASELINE_METHOD, Detector, features
-from rag.generate import FIRST_CHUNK, GENERATED, Generator
+from rag.attention import FIRST_CHUNK, GENERATED
+from rag.detect import BASELINE_METHOD, Detector, pool
+from rag.generate import Generation, Generator, Prompt
 from tests.test_generate import generator, make_sources  # noqa: F401  (session fixture, shared)
 
 # ---- sentences (no model)
@@ -49,34 +50,67 @@ def test_sentences_slice_the_text_exactly_and_keep_their_citations(text: str, ex
 # ---- detector and features (no model)
 
 
+def _generation(masses: torch.Tensor, logprobs: list[float], n_context: int) -> Generation:
+    """A hand-built generation: a prompt of one sink token and n_context chunk tokens."""
+    segments = [0] + [FIRST_CHUNK] * n_context
+    prompt = Prompt("x", list(range(len(segments))), segments, [1], [(1, len(segments))], (0, 0), (0, 0), 0,
+                    [(i, i + 1) for i in range(len(segments))], [1])
+    T = masses.shape[0]
+    return Generation("a" * T, list(range(T)), [(i, i + 1) for i in range(T)], masses,
+                      torch.zeros(T, len(segments)), logprobs, prompt, "eos", 0.0, 0.0)
+
+
 def test_lookback_pools_masses_before_the_ratio() -> None:
     masses = torch.zeros(2, 1, 1, FIRST_CHUNK + 1)  # (T, L, H, S)
     masses[0, ..., FIRST_CHUNK], masses[0, ..., GENERATED] = 0.01, 0.0  # first token: ratio 1, tiny mass
     masses[1, ..., FIRST_CHUNK], masses[1, ..., GENERATED] = 0.1, 0.9  # ratio 0.1
     assert lookback_ratios(masses).tolist() == pytest.approx([1.0, 0.1])
     assert pooled_lookback(masses) == pytest.approx(0.11 / 1.01)  # not the mean of ratios, 0.55
-    assert features(masses).tolist() == pytest.approx([0.11 / 1.01])
-    assert features(masses, torch.tensor([False, True])).tolist() == pytest.approx([0.1])
+    gen = _generation(masses, [-0.5, -2.0], n_context=4)
+    p = pool(gen)
+    assert p.lookback.tolist() == pytest.approx([0.11 / 1.01])
+    assert (p.logprob_min, p.logprob_mean, p.n_tokens) == (-2.0, -1.25, 2)
+    # per key: chunk mass over 4 context keys; token 1 sees 1 answer key, token 0 none
+    assert p.density.tolist() == pytest.approx([(0.11 / 4) / (0.11 / 4 + 0.9)])
+    assert pool(gen, torch.tensor([False, True])).lookback.tolist() == pytest.approx([0.1])
+
+
+def test_density_does_not_punish_a_short_source() -> None:
+    # the same per-key attention on a 2-token and on a 200-token source: raw lookback differs 100-fold
+    # in chunk mass, the per-key density not at all
+    def gen(n_context: int) -> Generation:
+        masses = torch.zeros(3, 1, 1, FIRST_CHUNK + 1)
+        masses[..., FIRST_CHUNK] = 0.002 * n_context
+        masses[1:, ..., GENERATED] = 0.3
+        return _generation(masses, [0.0] * 3, n_context)
+
+    short, long = pool(gen(2)), pool(gen(200))
+    assert short.lookback[0] < 0.1 < 0.5 < long.lookback[0]
+    assert short.density[0] == pytest.approx(long.density[0])
 
 
 def test_detector_round_trips_and_fits(tmp_path: Path) -> None:
-    assert Detector.load().method  # the shipped detector, or the baseline until one is trained
     baseline = Detector.baseline()
     assert baseline.method == BASELINE_METHOD and not baseline.trained and baseline.fits(7, 3)
-    assert float(baseline.predict(np.full(6, 0.9))) == 0.0 and float(baseline.predict(np.full(6, 0.1))) == 1.0
+    masses = torch.zeros(1, 1, 1, FIRST_CHUNK + 1)
+    masses[..., FIRST_CHUNK] = 0.5
+    masses[..., GENERATED] = 0.5
+    assert baseline.risk(pool(_generation(masses, [0.0], 2))) == pytest.approx(0.5)  # 1 - lookback
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
     x = rng.normal(0.6, 0.05, (200, 6)) - 0.1 * y[:, None]  # hallucinated: lower lookback
-    trained = Detector.fit(x, y, n_layers=2, n_heads=3, meta={"trained_on": "synthetic"})
+    trained = Detector.fit(x, y, feature_set="lookback", n_layers=2, n_heads=3, c=1.0,
+                           meta={"trained_on": "synthetic"})
     risk = trained.predict(x)
-    assert risk.shape == (200,) and ((risk >= trained.threshold) == y).mean() > 0.9
+    assert risk.shape == (200,) and ((risk >= 0.5) == y).mean() > 0.9
     trained.save(tmp_path / "d.json")
     again = Detector.load(tmp_path / "d.json")
     assert again == trained and np.allclose(again.predict(x), risk)
     assert again.fits(2, 3) and not again.fits(30, 9)
-    with pytest.raises(FileNotFoundError):
-        Detector.load(tmp_path / "absent.json")
+    assert Detector.for_generator("no-such-model", tmp_path) == Detector.baseline()
+    (tmp_path / "toy.json").write_text((tmp_path / "d.json").read_text())
+    assert Detector.for_generator("toy+int8", tmp_path) == trained  # int8 shares the fp32 file
 
 
 # ---- attribution with the real model

@@ -1,0 +1,46 @@
+"""The shipped default generator (rag.config.DEFAULT_GENERATOR, int8 on CPU) with its shipped
+detector: it loads offline from its packages, answers the README demo from data/, and the risk tells
+a made-up year from the one the document states. The rest of the suite uses the small model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.config import DEFAULT_GENERATOR, Settings
+from rag.core import Rag
+from tests.conftest import MODELS_CACHE, REPO
+
+pytestmark = pytest.mark.slow
+
+DOCUMENT = (
+    "The Eddystone Lighthouse stands on the Eddystone Rocks, 14 kilometres south of Rame Head. "
+    "The present tower, designed by James Douglass, was first lit in 1882. It replaced Smeaton's "
+    "tower of 1759, whose upper part was rebuilt on Plymouth Hoe as a memorial."
+)
+QUESTION = "When was the present Eddystone Lighthouse first lit?"
+
+
+@pytest.fixture(scope="module")
+def rag(tmp_path_factory: pytest.TempPathFactory) -> Rag:
+    home = tmp_path_factory.mktemp("default") / "home"
+    rag = Rag(Settings(home=home, models_cache=MODELS_CACHE, generator=DEFAULT_GENERATOR, quantize="int8"))
+    rag.ingest([REPO / "data"])
+    return rag
+
+
+def test_the_default_loads_offline_and_answers_the_readme_demo(rag: Rag) -> None:
+    answer = rag.ask("Who rowed out to rescue the survivors of the Forfarshire?")
+    assert "Qwen2.5-Coder-0.5B" in answer.model["generator"] and answer.model["generator"].endswith("+int8")
+    assert "Grace Darling" in answer.answer, answer.answer
+    assert not answer.abstained and answer.sentences
+    assert Path(answer.sources[0].path).name == "keepers-lives.pdf"
+
+
+def test_a_made_up_year_is_flagged_and_the_stated_one_is_not(rag: Rag) -> None:
+    right = rag.attribute(QUESTION, "The present tower was first lit in 1882.", context=DOCUMENT)
+    wrong = rag.attribute(QUESTION, "The present tower was first lit in 1907.", context=DOCUMENT)
+    assert not right.hallucination.flagged, right.hallucination
+    assert wrong.hallucination.flagged, wrong.hallucination
+    assert wrong.hallucination.risk > right.hallucination.risk
