@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, TextIO
 import faiss
 import numpy as np
 from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rag import ann
 from rag.config import Settings
-from rag.db import make_engine, session_factory, transaction
+from rag.db import UNAVAILABLE_ERRORS, make_engine, session_factory, transaction, unavailable
 from rag.index import MANIFEST_FILE, VectorIndex, ids_checksum
 from rag.lexical import LexicalIndex, LexicalIndexError
 from rag.models import Document
@@ -35,6 +36,10 @@ from rag.store import chunk_ids, chunk_texts, chunk_vectors, delete_chunks_of
 
 if TYPE_CHECKING:
     from rag.embedding import Embedder
+
+
+# an unreachable server or unopenable file, an unparseable URL, an unknown scheme
+_OPEN_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, ArgumentError, NoSuchModuleError)
 
 
 class WorkspaceBusy(RuntimeError):
@@ -73,6 +78,13 @@ class Workspace:
         self._writer_depth = 0
 
     def _open_database(self) -> Engine:
+        """The engine; a database that cannot be reached or opened is one DatabaseUnavailable."""
+        try:
+            return self._open_and_migrate()
+        except _OPEN_ERRORS as exc:
+            raise unavailable(self.settings.db_url, exc) from exc
+
+    def _open_and_migrate(self) -> Engine:
         """The engine, with the schema migrated by one process at a time per workspace: two first
         opens at once (two `rag ingest`, or the API and the CLI) otherwise both create the tables and
         one of them fails. A fresh SQLite file is migrated under a temporary name and renamed into
