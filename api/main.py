@@ -26,9 +26,10 @@ from api.metrics import HttpMetrics
 from api.middleware import ApiKeyAuth, BodyLimit
 from api.routes import api_router, health
 from api.schemas import error_responses
-from api.service import Service
+from api.service import DATABASE_RETRY_AFTER_S, Service, database_detail
 from rag.config import Settings
 from rag.core import Rag
+from rag.db import DATABASE_DOWN
 from rag.types import BadInput
 
 logger = logging.getLogger("sightline.api")
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     )
     app.state.service = service
     _install_error_handlers(app)
-    app.include_router(api_router, responses=error_responses(400, 401, 413, 422))
+    app.include_router(api_router, responses=error_responses(400, 401, 413, 422, 503))
     app.include_router(health.router)
     return app
 
@@ -86,6 +87,18 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BadInput)
     async def bad_input(_: Request, exc: BadInput) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """Not our bug and not the caller's: say so in one line, and when to come back."""
+        logger.warning("%s %s: %s", request.method, request.url.path, database_detail(exc))
+        return JSONResponse(
+            {"detail": database_detail(exc)},
+            status_code=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+
+    for kind in DATABASE_DOWN:
+        app.add_exception_handler(kind, database_unavailable)
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:

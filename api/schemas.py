@@ -225,8 +225,10 @@ class IngestSummaryOut(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "loading", "error"]
-    ready: bool = Field(description="models loaded; asks will not wait for a load")
+    status: Literal["ok", "loading", "degraded", "error"] = Field(
+        description="degraded: the database cannot be used (see detail); error: the models failed to load"
+    )
+    ready: bool = Field(description="models loaded and the database answering; asks will not wait")
     generator_loaded: bool
     detail: str | None = None
     pid: int = Field(description="the worker process that answered")

@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 
 from fastapi import HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.metrics import Metrics
 from api.schemas import (
@@ -49,12 +51,24 @@ from api.schemas import (
 )
 from api.uploads import StoredUpload, store, upload_suffix
 from rag.core import Rag
+from rag.db import DATABASE_DOWN, DatabaseUnavailable, failure_reason
+from rag.models import Document
 from rag.retrieve import Filters
 from rag.store import counts, documents_under
 from rag.types import Answer, BadInput, Source
 
 logger = logging.getLogger("sightline.api")
 T = TypeVar("T")
+
+DATABASE_RETRY_AFTER_S = 5  # Retry-After on a 503 for an unavailable database
+_PROBE_EVERY_S = 1.0  # /healthz asks the database at most this often...
+_PROBE_DEADLINE_S = 2.0  # ...and reports it degraded when it does not answer within this
+
+
+def database_detail(exc: BaseException) -> str:
+    """One line for a database that cannot be used right now (no URL: clients need not see it)."""
+    reason = exc.reason if isinstance(exc, DatabaseUnavailable) else failure_reason(exc)
+    return f"the database is unavailable ({reason}); retry later"
 
 
 class _ClientGone(Exception):
@@ -89,6 +103,10 @@ class Service:
         )
         self.warming = load_models
         self.load_error: str | None = None
+        self.probing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sightline-db-probe")
+        self._probe: asyncio.Future[str | None] | None = None
+        self._probed_at = -_PROBE_EVERY_S
+        self.database_problem: str | None = None
 
     # lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -100,6 +118,7 @@ class Service:
     def close(self) -> None:
         self.generation.shutdown(wait=False, cancel_futures=True)
         self.retrieval.shutdown(wait=False, cancel_futures=True)
+        self.probing.shutdown(wait=False, cancel_futures=True)
 
     def _warm_up(self) -> None:
         try:
@@ -112,15 +131,43 @@ class Service:
             self.warming = False
             self.metrics.generator_loaded.set(int(self.rag.generator_loaded))
 
-    def health(self) -> Health:
-        status = "error" if self.load_error else "loading" if self.warming else "ok"
+    async def health(self) -> Health:
+        problem = await self.probe_database()
+        status = "error" if self.load_error else "degraded" if problem else "ok"
+        if status == "ok" and self.warming:
+            status = "loading"
         return Health(
             status=status,
             ready=status == "ok",
             generator_loaded=self.rag.generator_loaded,
-            detail=self.load_error,
+            detail=self.load_error or problem,
             pid=os.getpid(),
         )
+
+    async def probe_database(self) -> str | None:
+        """Why the database cannot be used right now, or None. One probe at a time, on its own thread
+        (never the shared pool), at most once per second; one that hangs counts as a failure."""
+        loop = asyncio.get_running_loop()
+        if self._probe is None and loop.time() - self._probed_at >= _PROBE_EVERY_S:
+            self._probe = asyncio.wrap_future(self.probing.submit(self._ping_database))
+            self._probed_at = loop.time()
+        if self._probe is not None:
+            try:
+                self.database_problem = await asyncio.wait_for(asyncio.shield(self._probe), _PROBE_DEADLINE_S)
+            except TimeoutError:
+                self.database_problem = f"the database did not answer within {_PROBE_DEADLINE_S:g} s"
+                return self.database_problem  # the probe goes on; the next call waits for it again
+            self._probe = None
+        return self.database_problem
+
+    def _ping_database(self) -> str | None:
+        """A read of a real table (SQLite answers ``SELECT 1`` without opening its file)."""
+        try:
+            with self.rag.workspace.engine.connect() as conn:
+                conn.execute(select(Document.id).limit(1))
+        except SQLAlchemyError as exc:
+            return database_detail(exc)
+        return None
 
     def counts(self) -> tuple[int, int]:
         """(documents, chunks) from SQL, for /metrics."""
@@ -215,6 +262,8 @@ class Service:
                 error(422, str(exc))
             except HTTPException as exc:
                 error(exc.status_code, exc.detail)
+            except DATABASE_DOWN as exc:
+                error(503, database_detail(exc))
             except Exception:
                 logger.exception("streamed answer failed")
                 error(500, "internal error while answering; it has been logged")

@@ -32,6 +32,10 @@ class DatabaseUnavailable(RuntimeError):
         super().__init__(f"cannot connect to the database at {self.url}: {reason}")
 
 
+# Everything that means "the database cannot be used right now": the REST service answers 503.
+DATABASE_DOWN: tuple[type[Exception], ...] = (DatabaseUnavailable, *UNAVAILABLE_ERRORS)
+
+
 def redact(url: str) -> str:
     """``url`` with any password replaced by ***, even when SQLAlchemy cannot parse it."""
     try:
