@@ -1,7 +1,12 @@
 """What the routes call: one process's ``Rag``, the threads its work runs on, and the translation between
 the API's shapes and ``rag``'s types, so that each route stays a line or two.
 
-Threads: the decoder (ask, attribute, the start-up model load) runs on one dedicated thread. Requests
+Threads: uploads and deletions run one at a time on a writer thread of their own: they take the
+workspace write lock, which a `rag ingest` in another process may hold for minutes, and only that
+thread ever waits for it (at most ``max_queued_writes`` requests queue for it; past that they get 503
+with Retry-After at once). Waiting in the shared pool instead let one slow upload and ~40 small ones
+hold every worker thread and freeze every route, /healthz included.
+The decoder (ask, attribute, the start-up model load) runs on one dedicated thread. Requests
 queue for it instead of splitting the cores between several generations, and the event loop,
 /healthz, /metrics and search never wait behind a long answer. Searches run on a pool of one thread
 per core: twenty concurrent searches queue cheaply on the event loop rather than as twenty threads
@@ -61,6 +66,7 @@ logger = logging.getLogger("sightline.api")
 T = TypeVar("T")
 
 DATABASE_RETRY_AFTER_S = 5  # Retry-After on a 503 for an unavailable database
+WRITER_RETRY_AFTER_S = 5  # Retry-After on a 503 for a full upload queue
 _PROBE_EVERY_S = 1.0  # /healthz asks the database at most this often...
 _PROBE_DEADLINE_S = 2.0  # ...and reports it degraded when it does not answer within this
 
@@ -101,6 +107,9 @@ class Service:
         self.retrieval = ThreadPoolExecutor(
             max_workers=os.cpu_count() or 2, thread_name_prefix="sightline-search"
         )
+        self.writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sightline-write")
+        self._writes_queued = 0  # submitted to the writer thread and not finished (guarded below)
+        self._writes_lock = threading.Lock()
         self.warming = load_models
         self.load_error: str | None = None
         self.probing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sightline-db-probe")
@@ -119,6 +128,7 @@ class Service:
         self.generation.shutdown(wait=False, cancel_futures=True)
         self.retrieval.shutdown(wait=False, cancel_futures=True)
         self.probing.shutdown(wait=False, cancel_futures=True)
+        self.writing.shutdown(wait=False, cancel_futures=True)
 
     def _warm_up(self) -> None:
         try:
@@ -187,6 +197,28 @@ class Service:
 
     async def _on_retrieval_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.retrieval, partial(fn, *args, **kwargs))
+
+    async def _on_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a write on the writer thread; 503 + Retry-After when ``max_queued_writes`` are already
+        queued (the count drops when a job finishes, whether or not its client is still there)."""
+        limit = self.settings.max_queued_writes
+        with self._writes_lock:
+            if self._writes_queued >= limit:
+                raise HTTPException(
+                    503,
+                    f"busy: {limit} uploads or deletions are already queued; retry shortly",
+                    headers={"Retry-After": str(WRITER_RETRY_AFTER_S)},
+                )
+            self._writes_queued += 1
+
+        def job() -> T:
+            try:
+                return fn(*args)
+            finally:
+                with self._writes_lock:
+                    self._writes_queued -= 1
+
+        return await asyncio.wrap_future(self.writing.submit(job))
 
     def _check_generator(self, question: str, answer: str | None = None, context: str | None = None) -> None:
         """503 when the generator could not load; 422 (before any stream starts) for text that would
@@ -310,7 +342,10 @@ class Service:
             raise HTTPException(404, f"no document with id {document_id}")
         return DocumentOut.model_validate(info.to_dict())
 
-    def delete_document(self, document_id: int) -> None:
+    async def delete_document(self, document_id: int) -> None:
+        await self._on_writer_thread(self._delete_document, document_id)
+
+    def _delete_document(self, document_id: int) -> None:
         """Remove it from SQL and the indexes; an uploaded document's stored file goes too."""
         info = self.rag.document(document_id)
         self.rag.workspace.refresh()  # delete from, and then save, the newest index
@@ -320,10 +355,13 @@ class Service:
         if path.parent == self.settings.uploads_dir:
             path.unlink(missing_ok=True)
 
-    def upload(self, files: list[UploadFile]) -> IngestSummaryOut:
-        """Store the files, then sync them in through ``Rag.ingest``, as `rag ingest FILE...` would."""
+    async def upload(self, files: list[UploadFile]) -> IngestSummaryOut:
         for f in files:
-            upload_suffix(f.filename)  # refuse the request before anything is written
+            upload_suffix(f.filename)  # refuse the request before anything is written or queued
+        return await self._on_writer_thread(self._upload, files)
+
+    def _upload(self, files: list[UploadFile]) -> IngestSummaryOut:
+        """Store the files, then sync them in through ``Rag.ingest``, as `rag ingest FILE...` would."""
         stored: list[StoredUpload] = []
         budget = self.settings.max_upload_bytes
         try:

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     # service
     api_keys: str = Field("", description="comma-separated; empty disables auth")
     max_upload_bytes: int = 20 * 1024 * 1024
+    max_queued_writes: int = Field(16, ge=1, description="uploads/deletions queued for the writer; then 503")
 
     @cached_property
     def home_dir(self) -> Path:

@@ -1,10 +1,14 @@
-"""The REST service under faults, over real HTTP: the database going away and coming back. A
-TCP relay stands between the server and PostgreSQL, so the test can cut the database off (connection
-refused, and every open connection dropped) and restore it, as an outage would."""
+"""The REST service under faults and floods, over real HTTP: the database going away and coming back
+(a TCP relay stands between the server and PostgreSQL, so the test can cut it off, dropping every open
+connection, and restore it, as an outage would); a flood of uploads behind one stuck on the workspace
+write lock; uploads that inflate past the size limits."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
+import os
 import socket
 import threading
 import time
@@ -17,6 +21,7 @@ import pytest
 from api.main import create_app
 from api.testing import LiveServer
 from rag.config import Settings
+from tests import docfactory as df
 from tests.conftest import MODELS_CACHE, pg_schema
 
 pytestmark = pytest.mark.slow
@@ -129,3 +134,104 @@ def wait_for_status(client: httpx.Client, status: str, tries: int = 40) -> dict[
             return body
         time.sleep(0.25)
     raise AssertionError(f"/healthz never said {status!r}: {body}")
+
+
+QUEUE = 8  # max_queued_writes of the SQLite server below
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A server on SQLite with the embedder warm (one upload, one search) and small size limits."""
+    home = tmp_path_factory.mktemp("faults") / "home"
+    settings = Settings(home=home, models_cache=MODELS_CACHE, max_queued_writes=QUEUE, max_file_chars=200_000)
+    with LiveServer(create_app(settings, load_models=False)) as base:
+        note = b"# Keepers\n\nThe keeper lit the lamp at dusk and wound the clockwork.\n"
+        r = httpx.post(f"{base}/v1/documents", files=[("file", ("keepers.md", note))], timeout=600)
+        assert r.status_code == 200 and r.json()["added"] == 1, r.text
+        assert httpx.post(f"{base}/v1/search", json={"query": "keeper"}, timeout=600).status_code == 200
+        yield base, home
+
+
+def _flood(base: str, name: str, n: int, results: list[httpx.Response]) -> None:
+    """``n`` concurrent small uploads (distinct content), from an event loop of their own."""
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as c:
+            uploads = [
+                c.post(
+                    "/v1/documents",
+                    files=[("file", (f"{name}-{i}.md", f"# {name} {i}\n\n{name} {i} rings.".encode()))],
+                )
+                for i in range(n)
+            ]
+            results.extend(await asyncio.gather(*uploads))
+
+    asyncio.run(run())
+
+
+def test_a_flood_of_uploads_behind_a_stuck_one_leaves_every_route_answering(
+    sqlite_server: tuple[str, Path],
+) -> None:
+    """Another writer holds the workspace (as a long `rag ingest` would): one upload waits for it and
+    60 more arrive. /healthz and /v1/search keep answering within a second throughout; uploads past
+    the queue get 503 with Retry-After at once; the queued ones complete once the writer is done."""
+    base, home = sqlite_server
+    lock = os.open(home / "write.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # flock is per open file: this blocks the server's writer too
+    stuck: list[httpx.Response] = []
+    flooded: list[httpx.Response] = []
+    threads = [
+        threading.Thread(target=_flood, args=(base, "bell", 1, stuck)),
+        threading.Thread(target=_flood, args=(base, "buoy", 60, flooded)),
+    ]
+    try:
+        threads[0].start()
+        time.sleep(0.5)
+        threads[1].start()
+        time.sleep(1.0)
+        worst = 0.0
+        with httpx.Client(base_url=base, timeout=30) as c:
+            for _ in range(5):
+                for method, path, body in (
+                    ("GET", "/healthz", None),
+                    ("POST", "/v1/search", {"query": "lamp"}),
+                ):
+                    started = time.monotonic()
+                    r = c.request(method, path, json=body)
+                    worst = max(worst, time.monotonic() - started)
+                    assert r.status_code == 200, (path, r.text)
+                time.sleep(0.2)
+        assert worst < 1.0, f"a route took {worst:.2f} s during the flood"
+        assert threads[1].is_alive() or len(flooded) == 60
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+        for t in threads:
+            t.join(timeout=300)
+    assert stuck[0].status_code == 200 and stuck[0].json()["added"] == 1, stuck[0].text
+    codes = sorted(r.status_code for r in flooded)
+    assert set(codes) <= {200, 503}, codes
+    busy = [r for r in flooded if r.status_code == 503]
+    assert len(busy) >= 60 - QUEUE, codes  # the stuck one holds a place in the queue too
+    assert all(r.headers.get("Retry-After") == "5" and r.json()["detail"].startswith("busy: ") for r in busy)
+    assert all(r.json()["added"] == 1 for r in flooded if r.status_code == 200)
+
+
+def test_an_upload_that_inflates_past_the_limit_fails_alone(
+    sqlite_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, _ = sqlite_server
+    bomb = df.make_docx_text_bomb(tmp_path / "inflating.docx", 1_000_000).read_bytes()
+    files = [
+        ("file", ("inflating.docx", bomb)),
+        ("file", ("fine.md", b"# Fine\n\nThe fog signal sounded twice.")),
+    ]
+    r = httpx.post(f"{base}/v1/documents", files=files, timeout=300)
+    assert r.status_code == 200, r.text
+    summary = r.json()
+    assert [u["status"] for u in summary["uploaded"]] == ["failed", "ok"]
+    assert summary["failed"][0]["error"] == (
+        "the file's text is 1,000,000 characters once extracted, over the 200,000-character limit "
+        "(max_file_chars)"
+    )
