@@ -120,7 +120,9 @@ class Service:
     # lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
         """Load the models in the background: the port answers at once, /healthz says when ready, and
-        asks queue behind the load on the generation thread."""
+        asks queue behind the load on the generation thread. Leftover uploads are cleared first on
+        the writer thread, so before any new upload."""
+        self.writing.submit(self._remove_orphan_uploads)
         if self.load_models:
             self.generation.submit(self._warm_up)
 
@@ -361,7 +363,38 @@ class Service:
         return await self._on_writer_thread(self._upload, files)
 
     def _upload(self, files: list[UploadFile]) -> IngestSummaryOut:
-        """Store the files, then sync them in through ``Rag.ingest``, as `rag ingest FILE...` would."""
+        """Store the files, then sync them in through ``Rag.ingest``, as `rag ingest FILE...` would.
+        All under the write lock, so that no other process's clean-up sees a stored file before its
+        row exists; if the ingest fails, files it left without a row are removed."""
+        with self.rag.workspace.write_lock():
+            stored = self._store(files)
+            try:
+                return self._ingest_uploads(stored)
+            except BaseException:
+                self._remove_orphan_uploads()
+                raise
+
+    def _remove_orphan_uploads(self) -> None:
+        """Delete files in uploads/ that no document names: left by an upload whose ingest failed or
+        whose process was killed mid-way (and half-written ``.part`` files). When the database cannot
+        say which files it knows, nothing is deleted: the next start tries again."""
+        folder = self.settings.uploads_dir
+        if not folder.is_dir():
+            return
+        try:
+            with self.rag.workspace.write_lock():
+                with self.rag.workspace.sessions() as s:
+                    known = set(documents_under(s, folder))
+                orphans = [p for p in folder.iterdir() if p.is_file() and str(p) not in known]
+                for path in orphans:
+                    path.unlink(missing_ok=True)
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning("could not clear leftover uploads in %s: %s", folder, exc)
+            return
+        if orphans:
+            logger.info("removed %d leftover uploads with no document from %s", len(orphans), folder)
+
+    def _store(self, files: list[UploadFile]) -> list[StoredUpload]:
         stored: list[StoredUpload] = []
         budget = self.settings.max_upload_bytes
         try:
@@ -374,6 +407,9 @@ class Service:
                 if item.created:
                     item.path.unlink(missing_ok=True)
             raise
+        return stored
+
+    def _ingest_uploads(self, stored: list[StoredUpload]) -> IngestSummaryOut:
         paths = list(dict.fromkeys(item.path for item in stored))
         summary = self.rag.ingest(paths)
         failed = {f.path for f in summary.failed}

@@ -19,8 +19,12 @@ import httpx
 import pytest
 
 from api.main import create_app
+from api.service import Service
 from api.testing import LiveServer
 from rag.config import Settings
+from rag.db import transaction
+from rag.models import Document
+from rag.workspace import Workspace
 from tests import docfactory as df
 from tests.conftest import MODELS_CACHE, pg_schema
 
@@ -137,6 +141,7 @@ def wait_for_status(client: httpx.Client, status: str, tries: int = 40) -> dict[
 
 
 QUEUE = 8  # max_queued_writes of the SQLite server below
+SERVICES: dict[Path, Service] = {}  # the SQLite server's Service, by home, to break it on purpose
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +149,9 @@ def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     """A server on SQLite with the embedder warm (one upload, one search) and small size limits."""
     home = tmp_path_factory.mktemp("faults") / "home"
     settings = Settings(home=home, models_cache=MODELS_CACHE, max_queued_writes=QUEUE, max_file_chars=200_000)
-    with LiveServer(create_app(settings, load_models=False)) as base:
+    app = create_app(settings, load_models=False)
+    SERVICES[home] = app.state.service
+    with LiveServer(app) as base:
         note = b"# Keepers\n\nThe keeper lit the lamp at dusk and wound the clockwork.\n"
         r = httpx.post(f"{base}/v1/documents", files=[("file", ("keepers.md", note))], timeout=600)
         assert r.status_code == 200 and r.json()["added"] == 1, r.text
@@ -235,3 +242,41 @@ def test_an_upload_that_inflates_past_the_limit_fails_alone(
         "the file's text is 1,000,000 characters once extracted, over the 200,000-character limit "
         "(max_file_chars)"
     )
+
+
+def test_an_upload_whose_ingest_fails_leaves_no_file_behind(
+    sqlite_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, home = sqlite_server
+    before = sorted((home / "uploads").iterdir())
+
+    def broken_ingest(*_: object, **__: object) -> None:
+        raise RuntimeError("the ingest died")
+
+    monkeypatch.setattr(SERVICES[home].rag, "ingest", broken_ingest)
+    r = httpx.post(f"{base}/v1/documents", files=[("file", ("doomed.md", b"# Doomed\n\nNever indexed."))])
+    assert r.status_code == 500
+    assert sorted((home / "uploads").iterdir()) == before
+
+
+def test_leftover_uploads_are_cleared_at_start(tmp_path: Path) -> None:
+    """A file whose ingest was killed before its row was written, and a half-written upload, are
+    removed when the server starts; a file with a document row stays."""
+    settings = Settings(home=tmp_path / "home", models_cache=MODELS_CACHE)
+    uploads = settings.uploads_dir
+    uploads.mkdir(parents=True)
+    kept = df.make_document(uploads / "0123456789abcdef-kept.md", "# Kept\n\nIt has a row.")
+    orphan = df.make_document(uploads / "fedcba9876543210-orphan.md", "# Orphan\n\nIts ingest was killed.")
+    partial = uploads / ".upload-0a1b2c.part"
+    partial.write_bytes(b"half of a fi")
+    ws = Workspace(settings)
+    with transaction(ws.sessions) as s:
+        s.add(
+            Document(path=str(kept), sha256="0" * 64, size=1, mtime=0.0, mime="text/markdown", doc_type="md")
+        )
+    ws.engine.dispose()
+    with LiveServer(create_app(settings, load_models=False)):
+        deadline = time.monotonic() + 30
+        while (orphan.exists() or partial.exists()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sorted(uploads.iterdir()) == [kept]
