@@ -46,3 +46,20 @@ def test_a_brand_new_workspace_checks_ok_but_unsaved_chunks_do_not(settings: Set
     check = ws.check_indexes()
     ws.engine.dispose()
     assert not check.ok and (check.db_count, check.index_count) == (1, 0)
+
+
+def test_updated_at_is_utc_with_an_offset_on_every_backend(settings: Settings) -> None:
+    """SQLite stores datetimes without an offset; a DocumentOut's updated_at must still be a full
+    RFC 3339 date-time."""
+    from datetime import timedelta
+
+    from rag.store import document_infos
+
+    ws = Workspace(settings)
+    with transaction(ws.sessions) as s:
+        s.add(Document(path="/a.md", sha256="", size=1, mtime=0.0, mime="text/markdown", doc_type="md"))
+    with ws.sessions() as s:
+        (info,) = document_infos(s)
+    ws.engine.dispose()
+    assert info.updated_at.utcoffset() == timedelta(0)
+    assert info.updated_at.isoformat().endswith("+00:00")
