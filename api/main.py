@@ -20,6 +20,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware import Middleware
 from fastapi.responses import JSONResponse
+from starlette.routing import Match
 
 from api.deps import V1
 from api.metrics import HttpMetrics
@@ -34,6 +35,7 @@ from rag.types import BadInput
 
 logger = logging.getLogger("sightline.api")
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 MULTIPART_OVERHEAD = 256 * 1024  # part headers and boundaries on top of the files' own bytes
 
 
@@ -83,6 +85,18 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+
+    @app.exception_handler(405)
+    async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        """Allow lists every method the path has: Starlette names only the first route that matched
+        the path, e.g. POST alone for /v1/documents, which also has GET."""
+        allowed = [
+            method
+            for method in _METHODS
+            if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in app.router.routes)
+        ]
+        headers = {"Allow": ", ".join(allowed)}
+        return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=headers)
 
     @app.exception_handler(BadInput)
     async def bad_input(_: Request, exc: BadInput) -> JSONResponse:
