@@ -19,7 +19,9 @@ bearer = HTTPBearer(
 )
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    """Async on purpose: a sync dependency takes a thread of the shared pool for every request, so
+    a pool held by slow work would stall even /healthz."""
     service: Service = request.app.state.service
     return service
 

@@ -20,19 +20,22 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware import Middleware
 from fastapi.responses import JSONResponse
+from starlette.routing import Match
 
 from api.deps import V1
 from api.metrics import HttpMetrics
 from api.middleware import ApiKeyAuth, BodyLimit
 from api.routes import api_router, health, web
 from api.schemas import error_responses
-from api.service import Service
+from api.service import DATABASE_RETRY_AFTER_S, Service, database_detail
 from rag.config import Settings
 from rag.core import Rag
+from rag.db import DATABASE_DOWN
 from rag.types import BadInput
 
 logger = logging.getLogger("sightline.api")
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 MULTIPART_OVERHEAD = 256 * 1024  # part headers and boundaries on top of the files' own bytes
 
 
@@ -62,7 +65,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     )
     app.state.service = service
     _install_error_handlers(app)
-    app.include_router(api_router, responses=error_responses(400, 401, 413, 422))
+    app.include_router(api_router, responses=error_responses(400, 401, 413, 422, 503))
     app.include_router(health.router)
     app.include_router(web.router)
     app.mount("/static", web.static_files(), name="static")
@@ -85,9 +88,33 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
+    @app.exception_handler(405)
+    async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        """Allow lists every method the path has: Starlette names only the first route that matched
+        the path, e.g. POST alone for /v1/documents, which also has GET."""
+        allowed = [
+            method
+            for method in _METHODS
+            if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in app.router.routes)
+        ]
+        headers = {"Allow": ", ".join(allowed)}
+        return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=headers)
+
     @app.exception_handler(BadInput)
     async def bad_input(_: Request, exc: BadInput) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """Not our bug and not the caller's: say so in one line, and when to come back."""
+        logger.warning("%s %s: %s", request.method, request.url.path, database_detail(exc))
+        return JSONResponse(
+            {"detail": database_detail(exc)},
+            status_code=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+
+    for kind in DATABASE_DOWN:
+        app.add_exception_handler(kind, database_unavailable)
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:

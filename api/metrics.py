@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag.types import Answer
@@ -37,7 +38,10 @@ class _StoreCollector(Collector):
         return []  # nothing to declare up front; collect() queries SQL only when scraped
 
     def collect(self) -> Iterator[Metric]:
-        documents, chunks = self.counts()
+        try:
+            documents, chunks = self.counts()
+        except SQLAlchemyError:  # the database is down: /metrics still answers, without these two
+            return
         yield GaugeMetricFamily("sightline_documents", "Documents ingested without error", value=documents)
         yield GaugeMetricFamily("sightline_index_chunks", "Chunks in the index", value=chunks)
 

@@ -12,29 +12,24 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from rag.inputs import MAX_ANSWER_CHARS, MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS, MAX_SQL_INT, blank, unclean
 from rag.retrieve import Filters
 
-MAX_QUESTION_CHARS = 4000  # DESIGN.md: question 1..4000 chars
-MAX_ANSWER_CHARS = 4000  # an answer to attribute; with a question and context it stays in the model's window
-MAX_CONTEXT_CHARS = 16000  # ~4k tokens of context for /v1/attribute
 MAX_K = 50
 MAX_CHUNK_IDS = 50
-MAX_SQL_INT = 2**31 - 1  # ids are SQL INTEGER columns
 
 
 def _clean_text(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    problem = unclean(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
 def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must contain some non-whitespace text")
+    problem = blank(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -258,8 +253,10 @@ class IngestSummaryOut(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "loading", "error"]
-    ready: bool = Field(description="models loaded; asks will not wait for a load")
+    status: Literal["ok", "loading", "degraded", "error"] = Field(
+        description="degraded: the database cannot be used (see detail); error: the models failed to load"
+    )
+    ready: bool = Field(description="models loaded and the database answering; asks will not wait")
     generator_loaded: bool
     detail: str | None = None
     pid: int = Field(description="the worker process that answered")

@@ -1,7 +1,12 @@
 """What the routes call: one process's ``Rag``, the threads its work runs on, and the translation between
 the API's shapes and ``rag``'s types, so that each route stays a line or two.
 
-Threads: the decoder (ask, attribute, the start-up model load) runs on one dedicated thread. Requests
+Threads: uploads and deletions run one at a time on a writer thread of their own: they take the
+workspace write lock, which a `rag ingest` in another process may hold for minutes, and only that
+thread ever waits for it (at most ``max_queued_writes`` requests queue for it; past that they get 503
+with Retry-After at once). Waiting in the shared pool instead let one slow upload and ~40 small ones
+hold every worker thread and freeze every route, /healthz included.
+The decoder (ask, attribute, the start-up model load) runs on one dedicated thread. Requests
 queue for it instead of splitting the cores between several generations, and the event loop,
 /healthz, /metrics and search never wait behind a long answer. Searches run on a pool of one thread
 per core: twenty concurrent searches queue cheaply on the event loop rather than as twenty threads
@@ -30,6 +35,8 @@ from typing import Any, TypeVar
 
 from fastapi import HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.metrics import Metrics
 from api.schemas import (
@@ -51,12 +58,25 @@ from api.schemas import (
 )
 from api.uploads import StoredUpload, store, upload_suffix
 from rag.core import Rag
+from rag.db import DATABASE_DOWN, DatabaseUnavailable, failure_reason
+from rag.models import Document
 from rag.retrieve import Filters
 from rag.store import counts, documents_under
 from rag.types import Answer, BadInput, Source
 
 logger = logging.getLogger("sightline.api")
 T = TypeVar("T")
+
+DATABASE_RETRY_AFTER_S = 5  # Retry-After on a 503 for an unavailable database
+WRITER_RETRY_AFTER_S = 5  # Retry-After on a 503 for a full upload queue
+_PROBE_EVERY_S = 1.0  # /healthz asks the database at most this often...
+_PROBE_DEADLINE_S = 2.0  # ...and reports it degraded when it does not answer within this
+
+
+def database_detail(exc: BaseException) -> str:
+    """One line for a database that cannot be used right now (no URL: clients need not see it)."""
+    reason = exc.reason if isinstance(exc, DatabaseUnavailable) else failure_reason(exc)
+    return f"the database is unavailable ({reason}); retry later"
 
 
 class _ClientGone(Exception):
@@ -89,19 +109,30 @@ class Service:
         self.retrieval = ThreadPoolExecutor(
             max_workers=os.cpu_count() or 2, thread_name_prefix="sightline-search"
         )
+        self.writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sightline-write")
+        self._writes_queued = 0  # submitted to the writer thread and not finished (guarded below)
+        self._writes_lock = threading.Lock()
         self.warming = load_models
         self.load_error: str | None = None
+        self.probing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sightline-db-probe")
+        self._probe: asyncio.Future[str | None] | None = None
+        self._probed_at = -_PROBE_EVERY_S
+        self.database_problem: str | None = None
 
     # lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
         """Load the models in the background: the port answers at once, /healthz says when ready, and
-        asks queue behind the load on the generation thread."""
+        asks queue behind the load on the generation thread. Leftover uploads are cleared first on
+        the writer thread, so before any new upload."""
+        self.writing.submit(self._remove_orphan_uploads)
         if self.load_models:
             self.generation.submit(self._warm_up)
 
     def close(self) -> None:
         self.generation.shutdown(wait=False, cancel_futures=True)
         self.retrieval.shutdown(wait=False, cancel_futures=True)
+        self.probing.shutdown(wait=False, cancel_futures=True)
+        self.writing.shutdown(wait=False, cancel_futures=True)
 
     def _warm_up(self) -> None:
         try:
@@ -114,15 +145,43 @@ class Service:
             self.warming = False
             self.metrics.generator_loaded.set(int(self.rag.generator_loaded))
 
-    def health(self) -> Health:
-        status = "error" if self.load_error else "loading" if self.warming else "ok"
+    async def health(self) -> Health:
+        problem = await self.probe_database()
+        status = "error" if self.load_error else "degraded" if problem else "ok"
+        if status == "ok" and self.warming:
+            status = "loading"
         return Health(
             status=status,
             ready=status == "ok",
             generator_loaded=self.rag.generator_loaded,
-            detail=self.load_error,
+            detail=self.load_error or problem,
             pid=os.getpid(),
         )
+
+    async def probe_database(self) -> str | None:
+        """Why the database cannot be used right now, or None. One probe at a time, on its own thread
+        (never the shared pool), at most once per second; one that hangs counts as a failure."""
+        loop = asyncio.get_running_loop()
+        if self._probe is None and loop.time() - self._probed_at >= _PROBE_EVERY_S:
+            self._probe = asyncio.wrap_future(self.probing.submit(self._ping_database))
+            self._probed_at = loop.time()
+        if self._probe is not None:
+            try:
+                self.database_problem = await asyncio.wait_for(asyncio.shield(self._probe), _PROBE_DEADLINE_S)
+            except TimeoutError:
+                self.database_problem = f"the database did not answer within {_PROBE_DEADLINE_S:g} s"
+                return self.database_problem  # the probe goes on; the next call waits for it again
+            self._probe = None
+        return self.database_problem
+
+    def _ping_database(self) -> str | None:
+        """A read of a real table (SQLite answers ``SELECT 1`` without opening its file)."""
+        try:
+            with self.rag.workspace.engine.connect() as conn:
+                conn.execute(select(Document.id).limit(1))
+        except SQLAlchemyError as exc:
+            return database_detail(exc)
+        return None
 
     def counts(self) -> tuple[int, int]:
         """(documents, chunks) from SQL, for /metrics."""
@@ -142,6 +201,28 @@ class Service:
 
     async def _on_retrieval_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.retrieval, partial(fn, *args, **kwargs))
+
+    async def _on_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a write on the writer thread; 503 + Retry-After when ``max_queued_writes`` are already
+        queued (the count drops when a job finishes, whether or not its client is still there)."""
+        limit = self.settings.max_queued_writes
+        with self._writes_lock:
+            if self._writes_queued >= limit:
+                raise HTTPException(
+                    503,
+                    f"busy: {limit} uploads or deletions are already queued; retry shortly",
+                    headers={"Retry-After": str(WRITER_RETRY_AFTER_S)},
+                )
+            self._writes_queued += 1
+
+        def job() -> T:
+            try:
+                return fn(*args)
+            finally:
+                with self._writes_lock:
+                    self._writes_queued -= 1
+
+        return await asyncio.wrap_future(self.writing.submit(job))
 
     def _check_generator(self, question: str, answer: str | None = None, context: str | None = None) -> None:
         """503 when the generator could not load; 422 (before any stream starts) for text that would
@@ -217,6 +298,8 @@ class Service:
                 error(422, str(exc))
             except HTTPException as exc:
                 error(exc.status_code, exc.detail)
+            except DATABASE_DOWN as exc:
+                error(503, database_detail(exc))
             except Exception:
                 logger.exception("streamed answer failed")
                 error(500, "internal error while answering; it has been logged")
@@ -268,7 +351,10 @@ class Service:
             raise HTTPException(404, f"no document with id {document_id}")
         return DocumentOut.model_validate(info.to_dict())
 
-    def delete_document(self, document_id: int) -> None:
+    async def delete_document(self, document_id: int) -> None:
+        await self._on_writer_thread(self._delete_document, document_id)
+
+    def _delete_document(self, document_id: int) -> None:
         """Remove it from SQL and the indexes; an uploaded document's stored file goes too."""
         info = self.rag.document(document_id)
         self.rag.workspace.refresh()  # delete from, and then save, the newest index
@@ -278,10 +364,44 @@ class Service:
         if path.parent == self.settings.uploads_dir:
             path.unlink(missing_ok=True)
 
-    def upload(self, files: list[UploadFile]) -> IngestSummaryOut:
-        """Store the files, then sync them in through ``Rag.ingest``, as `rag ingest FILE...` would."""
+    async def upload(self, files: list[UploadFile]) -> IngestSummaryOut:
         for f in files:
-            upload_suffix(f.filename)  # refuse the request before anything is written
+            upload_suffix(f.filename)  # refuse the request before anything is written or queued
+        return await self._on_writer_thread(self._upload, files)
+
+    def _upload(self, files: list[UploadFile]) -> IngestSummaryOut:
+        """Store the files, then sync them in through ``Rag.ingest``, as `rag ingest FILE...` would.
+        All under the write lock, so that no other process's clean-up sees a stored file before its
+        row exists; if the ingest fails, files it left without a row are removed."""
+        with self.rag.workspace.write_lock():
+            stored = self._store(files)
+            try:
+                return self._ingest_uploads(stored)
+            except BaseException:
+                self._remove_orphan_uploads()
+                raise
+
+    def _remove_orphan_uploads(self) -> None:
+        """Delete files in uploads/ that no document names: left by an upload whose ingest failed or
+        whose process was killed mid-way (and half-written ``.part`` files). When the database cannot
+        say which files it knows, nothing is deleted: the next start tries again."""
+        folder = self.settings.uploads_dir
+        if not folder.is_dir():
+            return
+        try:
+            with self.rag.workspace.write_lock():
+                with self.rag.workspace.sessions() as s:
+                    known = set(documents_under(s, folder))
+                orphans = [p for p in folder.iterdir() if p.is_file() and str(p) not in known]
+                for path in orphans:
+                    path.unlink(missing_ok=True)
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning("could not clear leftover uploads in %s: %s", folder, exc)
+            return
+        if orphans:
+            logger.info("removed %d leftover uploads with no document from %s", len(orphans), folder)
+
+    def _store(self, files: list[UploadFile]) -> list[StoredUpload]:
         stored: list[StoredUpload] = []
         budget = self.settings.max_upload_bytes
         try:
@@ -294,6 +414,9 @@ class Service:
                 if item.created:
                     item.path.unlink(missing_ok=True)
             raise
+        return stored
+
+    def _ingest_uploads(self, stored: list[StoredUpload]) -> IngestSummaryOut:
         paths = list(dict.fromkeys(item.path for item in stored))
         summary = self.rag.ingest(paths)
         failed = {f.path for f in summary.failed}

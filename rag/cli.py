@@ -11,10 +11,49 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from rag.config import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="sightline: answers that show their work.")
+
+def user_error(exc: Exception) -> tuple[str, int] | None:
+    """The one line (and exit code) a user sees for a failure that is theirs or their environment's
+    to fix; None for anything else, which is a bug and keeps its traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from rag.db import UNAVAILABLE_ERRORS, DatabaseUnavailable, failure_reason
+    from rag.types import BadInput
+    from rag.workspace import WorkspaceBusy
+
+    if isinstance(exc, BadInput):
+        return str(exc), 2
+    if isinstance(exc, DatabaseUnavailable | WorkspaceBusy):
+        return str(exc), 1
+    if isinstance(exc, UNAVAILABLE_ERRORS) and isinstance(exc, SQLAlchemyError):
+        return f"the database failed: {failure_reason(exc)}", 1
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot use{where}: {exc.strerror.lower()}", 1
+    return None
+
+
+class _Commands(TyperGroup):
+    """Every command runs inside ``invoke``: the one place where known failures become one line."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors its own click)
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            known = user_error(exc)
+            if known is None:
+                raise
+            typer.echo(f"error: {known[0]}", err=True)
+            raise typer.Exit(known[1]) from None
+
+
+app = typer.Typer(
+    cls=_Commands, add_completion=False, no_args_is_help=True, help="sightline: answers that show their work."
+)
 docs_app = typer.Typer(no_args_is_help=True, help="List or remove ingested documents.")
 index_app = typer.Typer(no_args_is_help=True, help="Verify or rebuild the vector index from SQL.")
 app.add_typer(docs_app, name="docs")
@@ -62,15 +101,11 @@ def search(
     database_url: DbOpt = None,
 ) -> None:
     """Retrieval only: the chunks an answer would be built from."""
+    from rag.inputs import check_text
     from rag.retrieve import Filters
-    from rag.types import BadInput
 
-    rag = open_rag(home, database_url)
-    try:
-        sources = rag.search(query, k, Filters(path_prefix, doc_type), mode)
-    except BadInput as exc:
-        fail(str(exc), 2)
-        return
+    check_text(query, "the query")  # before the models load
+    sources = open_rag(home, database_url).search(query, k, Filters(path_prefix, doc_type), mode)
     if as_json:
         print_json({"results": [s.to_dict() for s in sources]})
         return
@@ -113,21 +148,18 @@ def ask(
     database_url: DbOpt = None,
 ) -> None:
     """Answer from your documents, with [n] citations, attention shares and flagged sentences."""
+    from rag.inputs import check_text
     from rag.retrieve import Filters
-    from rag.types import BadInput
 
+    check_text(question, "the question")  # before the models load
     rag = open_rag(home, database_url)
     stream = not as_json and sys.stdout.isatty()
-    try:
-        answer = rag.ask(
-            question,
-            k,
-            Filters(path_prefix, doc_type),
-            on_token=(lambda t: typer.echo(t, nl=False)) if stream else None,
-        )
-    except BadInput as exc:
-        fail(str(exc), 2)
-        return
+    answer = rag.ask(
+        question,
+        k,
+        Filters(path_prefix, doc_type),
+        on_token=(lambda t: typer.echo(t, nl=False)) if stream else None,
+    )
     if as_json:
         print_json(answer.to_dict())
         return
@@ -150,7 +182,10 @@ def report(
         fail(f"no answer with id {answer_id}")
         return
     if html is not None:
-        html.write_text(render_html(answer), encoding="utf-8")
+        try:
+            html.write_text(render_html(answer), encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write the report to {html}: {(exc.strerror or str(exc)).lower()}")
         typer.echo(f"wrote {html}")
     elif as_json:
         print_json(answer.to_dict())
@@ -169,17 +204,20 @@ def attribute(
     database_url: DbOpt = None,
 ) -> None:
     """Attribution of an answer written elsewhere, teacher-forced through our decoder."""
-    from rag.types import BadInput
+    from rag.inputs import MAX_CONTEXT_CHARS, read_text_file, valid_id
 
     if (context is None) == (chunks is None):
         fail("give exactly one of --context FILE or --chunks ID,...", 2)
-    try:
-        chunk_ids = [int(c) for c in chunks.split(",") if c.strip()] if chunks else None
-        text = context.read_text(encoding="utf-8") if context else None
-        result = open_rag(home, database_url).attribute(question, answer, text, chunk_ids)
-    except (BadInput, ValueError, OSError) as exc:
-        fail(str(exc), 2)
-        return
+    chunk_ids = None
+    if chunks:
+        try:
+            chunk_ids = [int(c) for c in chunks.split(",") if c.strip()]
+        except ValueError:
+            fail(f"--chunks takes comma-separated chunk ids (whole numbers), not {chunks!r}", 2)
+        if unknown := [c for c in chunk_ids or [] if not valid_id(c)]:
+            fail(f"unknown chunk ids: {unknown[:10]}", 2)  # before the model loads; Rag says the same
+    text = read_text_file(context, "the context", MAX_CONTEXT_CHARS) if context else None
+    result = open_rag(home, database_url).attribute(question, answer, text, chunk_ids)
     if as_json:
         print_json(result.to_dict())
         return

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from rag.config import Settings
 from rag.ingestion import Ingestor, IngestSummary, ProgressFn
+from rag.inputs import MAX_ANSWER_CHARS, check_text, unclean, valid_id
 from rag.retrieve import Filters, Retriever
 from rag.store import AnswerSummary, DocumentInfo, answer_summaries, document_infos, sources_for
 from rag.types import Answer, Attribution, BadInput, Source
@@ -46,6 +47,7 @@ class Rag:
         self, query: str, k: int | None = None, filters: Filters | None = None, mode: str | None = None
     ) -> list[Source]:
         """Retrieval only; ``mode`` is dense, lexical or hybrid (default: settings.retrieval_mode)."""
+        check_text(query, "the query")
         return self.retriever.run(query, k or self.settings.top_k, filters, mode).sources
 
     # answering ---------------------------------------------------------------------------------------
@@ -80,7 +82,7 @@ class Rag:
         """Answer with citations and attribution; the answer is stored (see ``get_answer``)."""
         from rag.answering import check_question
 
-        question = check_question(question)
+        question = check_question(check_text(question, "the question"))
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question)
         t0 = time.perf_counter()
@@ -99,15 +101,16 @@ class Rag:
         from rag.answering import check_question
         from rag.attribution import attribute
 
-        question = check_question(question)
-        if not answer.strip():
-            raise BadInput("the answer is empty")
+        question = check_question(check_text(question, "the question"))
+        check_text(answer, "the answer", MAX_ANSWER_CHARS)
+        if context is not None and (problem := unclean(context)):
+            raise BadInput(f"the context {problem}")
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question, answer, context)
         if chunk_ids:
             with self.workspace.sessions() as s:
-                sources = sources_for(s, [(int(c), 0.0) for c in chunk_ids])
-            missing = sorted(set(chunk_ids) - {x.chunk_id for x in sources})
+                sources = sources_for(s, [(int(c), 0.0) for c in chunk_ids if valid_id(int(c))])
+            missing = sorted({int(c) for c in chunk_ids} - {x.chunk_id for x in sources})
             if missing:
                 raise BadInput(f"unknown chunk ids: {missing[:10]}")
         elif context is not None and context.strip():
@@ -140,12 +143,16 @@ class Rag:
             return document_infos(s)
 
     def document(self, document_id: int) -> DocumentInfo | None:
+        if not valid_id(document_id):
+            return None
         with self.workspace.sessions() as s:
             found = document_infos(s, document_id)
         return found[0] if found else None
 
     def delete_document(self, document_id: int) -> bool:
         """Remove a document's chunks from SQL and the indexes; the indexes are saved at once."""
+        if not valid_id(document_id):
+            return False
         with self.workspace.write_lock():
             deleted = self.workspace.delete_document(document_id)
             if deleted:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,10 +10,56 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+CONNECT_TIMEOUT_S = 10  # a PostgreSQL host that never answers fails in seconds, not minutes
+
+# What says "the database cannot be used right now" (as opposed to a bug in a query): the server is
+# down or refuses us, the file cannot be opened, the URL names no database we can talk to.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or opened. The message is one line that names it (password
+    hidden) and says why, e.g. ``cannot connect to the database at …: connection refused``."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = redact(url)
+        self.reason = reason
+        super().__init__(f"cannot connect to the database at {self.url}: {reason}")
+
+
+# Everything that means "the database cannot be used right now": the REST service answers 503.
+DATABASE_DOWN: tuple[type[Exception], ...] = (DatabaseUnavailable, *UNAVAILABLE_ERRORS)
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ***, even when SQLAlchemy cannot parse it."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The driver's reason in a few words: the last clause of its first line ("connection refused",
+    'database "x" does not exist', "unable to open database file")."""
+    if isinstance(exc, NoSuchModuleError):
+        scheme = str(exc).rsplit(":", 1)[-1].strip()
+        return f"unknown database scheme {scheme!r}; use sqlite:///PATH or postgresql+psycopg://HOST/DB"
+    if isinstance(exc, ArgumentError):
+        return "not a database URL; use sqlite:///PATH or postgresql+psycopg://HOST/DB"
+    orig = getattr(exc, "orig", None) or exc
+    first = next((line.strip() for line in str(orig).splitlines() if line.strip()), type(orig).__name__)
+    reason = re.split(r":\s+", first)[-1].strip() or first
+    return reason[:1].lower() + reason[1:]
+
+
+def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(url, failure_reason(exc))
 
 
 def alembic_config(url: str) -> Config:
@@ -40,7 +87,8 @@ def make_engine(url: str, migrate: bool = True) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
+        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     if migrate:
         cfg = alembic_config(url)
         with engine.begin() as conn:

@@ -133,7 +133,8 @@ class Ingestor:
                 s.add(run)
             files = list(scan(roots, include or [], exclude or []))
             known = self._delete_vanished(roots, {str(f.path) for f in files}, summary)
-            with LoadWorker(self.ws.settings.file_timeout_s) as worker:
+            cfg = self.ws.settings
+            with LoadWorker(cfg.file_timeout_s, max_chars=cfg.max_file_chars) as worker:
                 self._sync_files(files, known, worker, summary, progress)
             self.ws.save_indexes()
             with transaction(self.ws.sessions) as s:
@@ -299,8 +300,14 @@ class Ingestor:
         chunks: list[ChunkSpan] = []
         if item.doc is not None:
             chunks = self.chunker.chunk(item.doc.text, covering_sections(item.doc.text, item.doc.sections))
+            limit = self.ws.settings.max_file_chunks
             if not chunks:
                 reason = "no text found in the file"
+            elif len(chunks) > limit:
+                reason = (
+                    f"the file makes {len(chunks):,} chunks, over the {limit:,}-chunk limit (max_file_chunks)"
+                )
+                chunks = []
         if reason is not None or item.doc is None:
             reason = reason or "not loaded"
             if item.recordable:

@@ -33,9 +33,12 @@ _START_TIMEOUT_S = 120.0  # imports only, but a loaded machine can be slow
 class LoadWorker:
     """``load(path)`` in a child process that is replaced when it overruns ``timeout_s`` or dies."""
 
-    def __init__(self, timeout_s: float, memory_limit: int | None = DEFAULT_MEMORY_LIMIT) -> None:
+    def __init__(
+        self, timeout_s: float, memory_limit: int | None = DEFAULT_MEMORY_LIMIT, max_chars: int | None = None
+    ) -> None:
         self.timeout_s = timeout_s
         self.memory_limit = memory_limit
+        self.max_chars = max_chars  # longer extracted text fails in the worker, never crosses the pipe
         self._proc: subprocess.Popen[bytes] | None = None
         self._requests: Connection | None = None
         self._replies: Connection | None = None
@@ -49,9 +52,8 @@ class LoadWorker:
         self._discard()
         request_r, request_w = os.pipe()
         reply_r, reply_w = os.pipe()
-        args = [sys.executable, "-m", "rag.loadworker", str(request_r), str(reply_w)]
-        if self.memory_limit:
-            args.append(str(self.memory_limit))
+        limits = [str(self.memory_limit or 0), str(self.max_chars or 0)]
+        args = [sys.executable, "-m", "rag.loadworker", str(request_r), str(reply_w), *limits]
         try:
             self._proc = subprocess.Popen(
                 args, pass_fds=(request_r, reply_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
@@ -166,7 +168,14 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _serve(requests: Connection, replies: Connection, memory_limit: int | None) -> None:
+def too_long(chars: int, limit: int) -> str:
+    return (
+        f"the file's text is {chars:,} characters once extracted, over the {limit:,}-character limit "
+        "(max_file_chars)"
+    )
+
+
+def _serve(requests: Connection, replies: Connection, memory_limit: int, max_chars: int) -> None:
     """The worker's loop: one reply per request until the parent closes the request pipe."""
     import logging
 
@@ -188,7 +197,10 @@ def _serve(requests: Connection, replies: Connection, memory_limit: int | None) 
             return
         reply: tuple[str, Any]
         try:
-            reply = ("ok", load(Path(path)))
+            doc = load(Path(path))
+            over = 0 < max_chars < len(doc.text)
+            reply = ("error", too_long(len(doc.text), max_chars)) if over else ("ok", doc)
+            del doc
         except LoadError as e:
             reply = ("error", str(e))
         except MemoryError:
@@ -205,5 +217,6 @@ if __name__ == "__main__":
     _serve(
         Connection(int(sys.argv[1]), writable=False),
         Connection(int(sys.argv[2]), readable=False),
-        int(sys.argv[3]) if len(sys.argv) > 3 else None,
+        int(sys.argv[3]) if len(sys.argv) > 3 else 0,
+        int(sys.argv[4]) if len(sys.argv) > 4 else 0,
     )

@@ -138,6 +138,11 @@ class DocumentInfo:
         return asdict(self)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """SQLite keeps no offset: what it returns was written as UTC (``models.utcnow``), so say so."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def document_infos(session: Session, document_id: int | None = None) -> list[DocumentInfo]:
     """Documents with their chunk counts, in one query."""
     n_chunks = func.count(Chunk.id)
@@ -156,7 +161,7 @@ def document_infos(session: Session, document_id: int | None = None) -> list[Doc
             status=d.status,
             error=d.error,
             chunks=int(n),
-            updated_at=d.updated_at,
+            updated_at=as_utc(d.updated_at),
         )
         for d, n in session.execute(query)
     ]

@@ -23,18 +23,23 @@ from typing import TYPE_CHECKING, TextIO
 import faiss
 import numpy as np
 from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rag import ann
 from rag.config import Settings
-from rag.db import make_engine, session_factory, transaction
-from rag.index import MANIFEST_FILE, VectorIndex, ids_checksum
+from rag.db import UNAVAILABLE_ERRORS, make_engine, session_factory, transaction, unavailable
+from rag.index import INDEX_FILE, MANIFEST_FILE, VectorIndex, ids_checksum
 from rag.lexical import LexicalIndex, LexicalIndexError
 from rag.models import Document
 from rag.store import chunk_ids, chunk_texts, chunk_vectors, delete_chunks_of
 
 if TYPE_CHECKING:
     from rag.embedding import Embedder
+
+
+# an unreachable server or unopenable file, an unparseable URL, an unknown scheme
+_OPEN_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, ArgumentError, NoSuchModuleError)
 
 
 class WorkspaceBusy(RuntimeError):
@@ -73,6 +78,13 @@ class Workspace:
         self._writer_depth = 0
 
     def _open_database(self) -> Engine:
+        """The engine; a database that cannot be reached or opened is one DatabaseUnavailable."""
+        try:
+            return self._open_and_migrate()
+        except _OPEN_ERRORS as exc:
+            raise unavailable(self.settings.db_url, exc) from exc
+
+    def _open_and_migrate(self) -> Engine:
         """The engine, with the schema migrated by one process at a time per workspace: two first
         opens at once (two `rag ingest`, or the API and the CLI) otherwise both create the tables and
         one of them fails. A fresh SQLite file is migrated under a temporary name and renamed into
@@ -223,24 +235,27 @@ class Workspace:
             return vi.count
 
     def check_indexes(self) -> IndexCheck:
-        """Compare SQL with the indexes *as saved on disk* (what the next reader will load)."""
+        """Compare SQL with the indexes *as saved on disk* (what the next reader will load). An index
+        never saved (a brand-new workspace) is the empty index: it agrees with an empty SQL."""
         with self.sessions() as s:
             db_ids = chunk_ids(s)
-        on_disk = VectorIndex(
-            self.settings.index_dir, self.embedding_dim, self.settings.embedder, self.settings
-        )
-        manifest = on_disk.read_manifest() or {}
+        empty = {"count": 0, "checksum": ids_checksum([])}
+        index_dir = self.settings.index_dir
+        manifest: dict[str, object] = empty
         index_ids = np.zeros(0, dtype=np.int64)
-        if on_disk.index_path.exists():
-            try:
-                on_disk.index = faiss.read_index(str(on_disk.index_path))
-                index_ids = on_disk.ids()
-            except RuntimeError:
-                pass
+        if (index_dir / INDEX_FILE).exists() or (index_dir / MANIFEST_FILE).exists():
+            on_disk = VectorIndex(index_dir, self.embedding_dim, self.settings.embedder, self.settings)
+            manifest = on_disk.read_manifest() or {}
+            if on_disk.index_path.exists():
+                try:
+                    on_disk.index = faiss.read_index(str(on_disk.index_path))
+                    index_ids = on_disk.ids()
+                except RuntimeError:
+                    pass
         index_sum = ids_checksum(index_ids)
         manifest_ok = manifest.get("count") == len(index_ids) and manifest.get("checksum") == index_sum
         db_sum = ids_checksum(db_ids)
-        lexical = LexicalIndex.read_manifest(self.lexical_dir) or {}
+        lexical = LexicalIndex.read_manifest(self.lexical_dir) or ({} if self.lexical_dir.exists() else empty)
         lexical_ok = lexical.get("count") == len(db_ids) and lexical.get("checksum") == db_sum
         ok = manifest_ok and lexical_ok and len(db_ids) == len(index_ids) and db_sum == index_sum
         return IndexCheck(ok, len(db_ids), len(index_ids), db_sum, index_sum, manifest_ok, lexical_ok)

@@ -351,6 +351,13 @@ def make_docx_bomb(path: Path, inflated_bytes: int) -> Path:
     return path
 
 
+def make_docx_text_bomb(path: Path, chars: int) -> Path:
+    """A real DOCX whose one paragraph is ``chars`` characters of a repeated sentence: real text, not
+    whitespace, so it survives extraction; deflate shrinks it about a thousandfold on disk."""
+    sentence = "The keeper trimmed the wick and wound the clockwork before dusk. "
+    return make_docx(path, [(sentence * (chars // len(sentence) + 1))[:chars]])
+
+
 def make_long_path(root: Path, min_chars: int, name: str = "deep.md", text: str = "# Deep\n") -> Path:
     """A file nested so deep that its absolute path is at least ``min_chars`` long, which may exceed
     PATH_MAX (4096): made with directory file descriptors, since such a path cannot be used whole."""

@@ -381,3 +381,20 @@ def test_a_concurrent_rag_ingest_is_picked_up_without_restart(
     assert top["path"] == str((folder / "target.md").resolve())
     paths = {d["path"] for d in client.get("/v1/documents").json()["documents"]}
     assert str((folder / "isle-2.md").resolve()) in paths
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/v1/documents", "GET, POST"),
+        ("PATCH", "/v1/documents/1", "DELETE, GET"),
+        ("GET", "/v1/search", "POST"),
+        ("POST", "/healthz", "GET"),
+    ],
+)
+def test_a_405_lists_every_method_of_the_path(
+    client: httpx.Client, method: str, path: str, allow: str
+) -> None:
+    r = client.request(method, path)
+    assert (r.status_code, r.headers["Allow"]) == (405, allow)
+    assert r.json() == {"detail": "Method Not Allowed"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -290,3 +291,29 @@ def test_the_limit_and_an_interrupt_end_a_wait_on_a_slow_file(tmp_path: Path) ->
         assert time.monotonic() - started < 10
         assert "Start Point" in worker.load(quick).text
         assert worker.started == 2
+
+
+def test_text_past_the_size_limits_after_decompression_fails_that_file_alone(tmp_path: Path) -> None:
+    """A DOCX a few KB over the empty template that extracts to a million characters, and a small file
+    that would make more chunks than allowed: each fails with the limit it broke; the file beside them
+    is ingested."""
+    root = tmp_path / "docs"
+    root.mkdir()
+    bomb = df.make_docx_text_bomb(root / "inflating.docx", 1_000_000)
+    assert bomb.stat().st_size < 64 * 1024  # python-docx's empty template alone is ~36 KB
+    paragraphs = [f"Paragraph {i}: the light at station {i} shows {i % 4 + 1} flashes." for i in range(60)]
+    df.make_document(root / "many-chunks.md", "\n\n".join(paragraphs))
+    df.make_document(root / "fine.md", "The Needles light stands at the west end of Wight.")
+    settings = Settings(
+        home=tmp_path / "home", max_file_chars=200_000, max_file_chunks=5, chunk_tokens=16, chunk_overlap=0
+    )
+    summary = Rag(settings).ingest([root])
+    reasons = {Path(f.path).name: f.error for f in summary.failed}
+    assert reasons["inflating.docx"] == (
+        "the file's text is 1,000,000 characters once extracted, over the 200,000-character limit "
+        "(max_file_chars)"
+    )
+    assert re.fullmatch(
+        r"the file makes \d+ chunks, over the 5-chunk limit \(max_file_chunks\)", reasons["many-chunks.md"]
+    ), reasons
+    assert (summary.added, summary.chunks) == (1, 1)

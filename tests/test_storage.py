@@ -5,9 +5,13 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
+from typer.testing import CliRunner
 
-from rag.db import make_engine
-from rag.models import Base
+from rag.cli import app
+from rag.config import Settings
+from rag.db import make_engine, transaction
+from rag.models import Base, Chunk, Document
+from rag.workspace import Workspace
 
 
 def test_migrations_create_the_schema_the_models_describe(db_url: str) -> None:
@@ -24,3 +28,38 @@ def test_opening_a_migrated_database_again_is_a_no_op(db_url: str) -> None:
     engine = make_engine(db_url)
     with engine.connect() as conn:
         assert MigrationContext.configure(conn).get_current_revision() == "0002"
+
+
+def test_a_brand_new_workspace_checks_ok_but_unsaved_chunks_do_not(settings: Settings) -> None:
+    """No index was ever saved: with no chunks in SQL that is the empty, consistent index (exit 0);
+    with chunks in SQL it is a mismatch to repair."""
+    args = ["index", "check", "--home", str(settings.home), "--database-url", settings.db_url]
+    fresh = CliRunner().invoke(app, args)
+    assert (fresh.exit_code, fresh.stdout.split(":")[0]) == (0, "ok"), fresh.output
+    assert not (settings.home / "index").exists()  # checked without loading a model or saving
+
+    ws = Workspace(settings)
+    with transaction(ws.sessions) as s:
+        doc = Document(path="/a.md", sha256="0" * 64, size=1, mtime=0.0, mime="text/markdown", doc_type="md")
+        doc.chunks = [Chunk(ordinal=0, text="a", char_start=0, char_end=1, token_count=1, embedding=b"")]
+        s.add(doc)
+    check = ws.check_indexes()
+    ws.engine.dispose()
+    assert not check.ok and (check.db_count, check.index_count) == (1, 0)
+
+
+def test_updated_at_is_utc_with_an_offset_on_every_backend(settings: Settings) -> None:
+    """SQLite stores datetimes without an offset; a DocumentOut's updated_at must still be a full
+    RFC 3339 date-time."""
+    from datetime import timedelta
+
+    from rag.store import document_infos
+
+    ws = Workspace(settings)
+    with transaction(ws.sessions) as s:
+        s.add(Document(path="/a.md", sha256="", size=1, mtime=0.0, mime="text/markdown", doc_type="md"))
+    with ws.sessions() as s:
+        (info,) = document_infos(s)
+    ws.engine.dispose()
+    assert info.updated_at.utcoffset() == timedelta(0)
+    assert info.updated_at.isoformat().endswith("+00:00")

@@ -23,15 +23,16 @@ _LINKS = {  # the first uploaded file's document, for clients and for schemathes
 @router.post(
     "",
     operation_id="upload_documents",
-    responses={200: {"description": "the ingest summary", "links": _LINKS}, **error_responses(415)},
+    responses={200: {"description": "the ingest summary", "links": _LINKS}, **error_responses(415, 503)},
 )
-def upload_documents(
+async def upload_documents(
     file: Annotated[list[UploadFile], File(description="a document to ingest; repeat the field for more")],
     service: ServiceDep,
 ) -> IngestSummaryOut:
     """Store the files under generated names and ingest them as `rag ingest` would; the summary says
-    which document each file became. Re-uploading an unchanged file is a no-op."""
-    return service.upload(file)
+    which document each file became. Re-uploading an unchanged file is a no-op. Uploads are ingested
+    one at a time; when too many are queued, 503 with Retry-After."""
+    return await service.upload(file)
 
 
 @router.get("", operation_id="list_documents")
@@ -51,6 +52,6 @@ def get_document(document_id: DocumentId, service: ServiceDep) -> DocumentOut:
     response_class=Response,
     responses=error_responses(404),
 )
-def delete_document(document_id: DocumentId, service: ServiceDep) -> None:
+async def delete_document(document_id: DocumentId, service: ServiceDep) -> None:
     """Remove the document and its chunks from SQL and the indexes (and an uploaded file from disk)."""
-    service.delete_document(document_id)
+    await service.delete_document(document_id)

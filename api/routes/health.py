@@ -14,9 +14,11 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/healthz", operation_id="healthz", response_model=Health, responses={503: {"model": Health}})
 async def healthz(service: ServiceDep) -> JSONResponse:
-    """200 once the models are loaded, 503 while they load (or if loading failed). Never touches the
-    database or a model, so it answers at once even while an answer is being generated."""
-    health = service.health()
+    """200 once the models are loaded and the database answers; 503 while they load, if loading
+    failed, or while the database is unavailable (`degraded`, with the reason). The database is probed
+    on a thread of its own, at most once a second and with a deadline, and no model is touched, so it
+    answers at once even while an answer is being generated or uploads are being ingested."""
+    health = await service.health()
     return JSONResponse(health.model_dump(), status_code=200 if health.ready else 503)
 
 

@@ -1,0 +1,71 @@
+"""What sightline refuses in text and ids that users give it, in the same words for the CLI and the
+REST service (api/schemas.py builds its validators from these).
+
+NUL characters and lone surrogates (what invalid UTF-8 on a command line decodes to) survive neither
+PostgreSQL nor UTF-8, so they are refused up front rather than failing deep inside a store or an
+encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rag.types import BadInput
+
+MAX_QUESTION_CHARS = 4000  # DESIGN.md: question (and search query) 1..4000 chars
+MAX_ANSWER_CHARS = 4000  # an answer to attribute; with a question and context it stays in the model's window
+MAX_CONTEXT_CHARS = 16000  # ~4k tokens of context to attribute against
+MAX_SQL_INT = 2**31 - 1  # ids are SQL INTEGER columns: larger ones name nothing
+
+
+def unclean(value: str) -> str | None:
+    """Why ``value`` cannot be stored or encoded, or None when it can."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no lone surrogates)"
+    return None
+
+
+def blank(value: str) -> str | None:
+    return "must contain some non-whitespace text" if not value.strip() else None
+
+
+def check_text(value: str, what: str, max_chars: int = MAX_QUESTION_CHARS) -> str:
+    """``value`` when it is clean, not blank and at most ``max_chars`` long; BadInput naming ``what``
+    ("the query", "the question") otherwise."""
+    problem = unclean(value) or blank(value)
+    if problem is None and len(value) > max_chars:
+        problem = f"must be at most {max_chars:,} characters (it is {len(value):,})"
+    if problem:
+        raise BadInput(f"{what} {problem}")
+    return value
+
+
+def valid_id(value: int) -> bool:
+    """Whether ``value`` can be a row id at all (1..2^31-1); anything else names no row."""
+    return 1 <= value <= MAX_SQL_INT
+
+
+def read_text_file(path: Path, what: str, max_chars: int) -> str:
+    """A UTF-8 text file of at most ``max_chars`` characters, read without reading more than that
+    could take (``/dev/zero`` or a huge file is refused after a few KB, not read to the end)."""
+    limit = 4 * max_chars  # a character is at most 4 bytes in UTF-8
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise BadInput(f"cannot read {what} from {path}: {(exc.strerror or str(exc)).lower()}") from None
+    if len(data) > limit:
+        raise BadInput(f"{what} in {path} is over the {max_chars:,}-character limit")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{what} in {path} is not UTF-8 text (byte {exc.start})") from None
+    problem = unclean(text)
+    if problem:
+        raise BadInput(f"{what} in {path} {problem}")
+    if len(text) > max_chars:
+        raise BadInput(f"{what} in {path} is over the {max_chars:,}-character limit")
+    return text
