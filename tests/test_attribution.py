@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from rag.attribution import attribute, lookback_ratios, pooled_lookback, split_sentences
 from rag.attention import FIRST_CHUNK, GENERATED
+from rag.attribution import attribute, lookback_ratios, pooled_lookback, split_sentences
 from rag.detect import BASELINE_METHOD, Detector, pool
 from rag.generate import Generation, Generator, Prompt
 from tests.test_generate import generator, make_sources  # noqa: F401  (session fixture, shared)

@@ -4,6 +4,10 @@ the per-head grid's shape."""
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,7 +18,9 @@ from rag.generate import Generation, Generator, Prompt
 from rag.types import Source
 from tests.test_generate import generator  # noqa: F401  (session fixture, shared)
 
-WORDS = st.sampled_from(["Etna", "erupts", "often.", "Lava", "flows", "north!", "  ", "\n", "Is", "it?", "3.5"])
+WORDS = st.sampled_from(
+    ["Etna", "erupts", "often.", "Lava", "flows", "north!", "  ", "\n", "Is", "it?", "3.5"]
+)
 
 
 def _prompt(document: str, cuts: list[int]) -> tuple[Prompt, list[Source]]:
@@ -22,7 +28,7 @@ def _prompt(document: str, cuts: list[int]) -> tuple[Prompt, list[Source]]:
     tokenised on spaces, with each chunk a Source slicing the document."""
     bounds = sorted({0, len(document), *cuts})
     sources, text, text_at, spans, chars, segments = [], "Sources:\n", [], [], [(0, 0)], [0]
-    for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         chunk = document[lo:hi]
         if not chunk.strip():
             continue
@@ -68,13 +74,13 @@ def test_evidence_offsets_are_exact_into_the_document(document: str, cuts: list[
 
 # ---- with the real generator
 
-FIRST = Source(1, 10, 1, "volcanoes.txt", "Volcanoes", "Etna is an active volcano in Sicily. It is 3,357 m high.",
-               0, 57, 1.0)
-SECOND = Source(2, 20, 2, "coffee.txt", "Coffee",
-                "  Coffee came from Ethiopia. Yemen grew it first in the 15th century. Brazil grows most today.",
-                40, 134, 0.9)
+VOLCANO = "Etna is an active volcano in Sicily. It is 3,357 m high."
+FIRST = Source(1, 10, 1, "volcanoes.txt", "Volcanoes", VOLCANO, 0, len(VOLCANO), 1.0)
+COFFEE = "  Coffee came from Ethiopia. Yemen grew it first in the 15th century. Brazil grows most today."
+SECOND = Source(2, 20, 2, "coffee.txt", "Coffee", COFFEE, 40, 40 + len(COFFEE), 0.9)
 
 
+@pytest.mark.slow
 def test_the_prompt_knows_where_each_chunk_text_sits(generator: Generator) -> None:  # noqa: F811
     prompt = generator.build_prompt("Where was coffee first grown?", [FIRST, SECOND])
     for source, at in zip([FIRST, SECOND], prompt.chunk_text_at, strict=True):
@@ -82,9 +88,11 @@ def test_the_prompt_knows_where_each_chunk_text_sits(generator: Generator) -> No
         assert prompt.text[at + lead : at + len(source.text.rstrip())] == source.text.strip()
 
 
+@pytest.mark.slow
 def test_a_sentence_copied_from_chunk_two_has_its_evidence_there(generator: Generator) -> None:  # noqa: F811
     sources = [FIRST, SECOND]
-    gen = generator.teacher_force("Where was coffee first grown?", sources, "Yemen grew it first in the 15th century.")
+    answer = "Yemen grew it first in the 15th century."
+    gen = generator.teacher_force("Where was coffee first grown?", sources, answer)
     report = attribute(gen, sources)
     top = report.sentences[0].evidence[0]
     assert top.chunk_id == 20 and "Yemen grew it first" in top.text
@@ -95,7 +103,10 @@ def test_a_sentence_copied_from_chunk_two_has_its_evidence_there(generator: Gene
     assert all(0 <= x <= 1 for row in grid for x in row)
 
 
-def test_a_held_back_answer_quotes_its_evidence_verbatim(generator: Generator, tmp_path) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_a_held_back_answer_quotes_its_evidence_verbatim(
+    generator: Generator, tmp_path: Path  # noqa: F811
+) -> None:
     from rag.answering import QUOTES_LEAD, AnswerPipeline
     from rag.config import Settings
     from rag.detect import Detector
