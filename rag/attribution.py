@@ -122,13 +122,14 @@ def evidence_spans(
     prompt = generation.prompt
     masses = generation.token_masses if rows is None else generation.token_masses[rows]
     per_token = masses.sum(0).double().numpy()  # (P,)
-    starts = np.array([c for c, _ in prompt.token_chars])
+    # a token belongs to the source sentence holding its last character (as answer tokens do)
+    anchors = np.array([max(e - 1, s) for s, e in prompt.token_chars])
     found: list[tuple[float, int, tuple[int, int]]] = []
     total = 0.0
     for i, source in enumerate(sources[: prompt.n_chunks]):
         lo, hi = prompt.chunk_spans[i]
         spans = split_sentences(source.text)
-        pos = starts[lo:hi] - prompt.chunk_text_at[i]  # each token's char in source.text
+        pos = anchors[lo:hi] - prompt.chunk_text_at[i]  # each token's char in source.text
         total += float(per_token[lo:hi].sum())
         if not spans:
             continue
