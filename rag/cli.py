@@ -315,6 +315,21 @@ def eval_squad(
     _run_eval(lambda: evaluate(file, settings, n=n, seed=seed, k=k), format_report, as_json)
 
 
+@eval_app.command("beir")
+def eval_beir(
+    folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv")],
+    k: Annotated[int, typer.Option("--k", min=1, max=50, help="recall@k and MRR@k cut-off")] = 10,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Retrieval quality as the product retrieves (configured embedder, BM25, fusion): nDCG@10, recall@k,
+    MRR@k. The corpus is ingested into a temporary workspace; yours is left alone."""
+    from rag.evaluation.beir import evaluate_product, format_product
+
+    settings = settings_from(home=home)
+    _run_eval(lambda: evaluate_product(folder, settings, k), format_product, as_json)
+
+
 def main() -> None:
     from ingest.cli import ingest_command
 
