@@ -3,7 +3,6 @@ of ``rag.core.Rag``; output is human-readable, or JSON with ``--json``."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -12,42 +11,13 @@ from typing import Annotated, Any
 
 import typer
 
-from rag.config import Settings
+from rag.cli_common import DbOpt, HomeOpt, JsonOpt, ModeOpt, fail, open_rag, print_json, settings_from
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="sightline: answers that show their work.")
 docs_app = typer.Typer(no_args_is_help=True, help="List or remove ingested documents.")
 index_app = typer.Typer(no_args_is_help=True, help="Verify or rebuild the vector index from SQL.")
 app.add_typer(docs_app, name="docs")
 app.add_typer(index_app, name="index")
-
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="workspace folder (env RAG_HOME)")]
-DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL (env RAG_DATABASE_URL)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
-ModeOpt = Annotated[str | None, typer.Option("--mode", help="retrieval: dense, lexical or hybrid (default)")]
-
-
-def settings_from(**flags: Any) -> Settings:
-    """Env vars, overridden by the flags the user actually gave."""
-    return Settings(**{k: v for k, v in flags.items() if v is not None})
-
-
-def open_rag(home: Path | None, database_url: str | None, **flags: Any) -> Any:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    from rag.core import Rag
-
-    return Rag(settings_from(home=home, database_url=database_url, **flags))
-
-
-def print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
-
-
-def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 @app.command()
