@@ -12,16 +12,16 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+# The migrations ship inside the package (package data), so a plain `pip install .` finds them;
+# the repository's top-level alembic/ is a link to this folder, for `alembic` run from the checkout.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:
-    if not ALEMBIC_DIR.is_dir():
-        raise RuntimeError(
-            f"migrations not found at {ALEMBIC_DIR}; install sightline with `pip install -e .`"
-        )
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise RuntimeError(f"migrations not found at {MIGRATIONS_DIR}; reinstall sightline")
     cfg = Config()
-    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
