@@ -8,6 +8,7 @@ test checks that the package really was imported from the wheel."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,11 @@ def test_a_wheel_install_ingests_and_answers_from_another_folder(tmp_path: Path)
     elsewhere.mkdir()
     env = {**cli_env(), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     pip = [sys.executable, "-m", "pip", "-q"]
-    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)], tmp_path, env)
+    # Built from a copy: an in-tree build leaves build/ behind, whose stale files a later wheel would ship.
+    source = tmp_path / "source"
+    skip = shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "results")
+    shutil.copytree(REPO, source, symlinks=True, ignore=skip)
+    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)], tmp_path, env)
     (wheel,) = wheels.glob("sightline-*.whl")
     _run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], tmp_path, env)
     for shipped in ("migrations/env.py", "migrations/versions", "detector/lookback.json", "templates"):
