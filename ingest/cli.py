@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rag.cli import DbOpt, HomeOpt, JsonOpt, fail, open_rag, print_json
+from rag.cli_common import DbOpt, HomeOpt, JsonOpt, fail, open_rag, print_json
 
 
 def ingest_command(

@@ -3,7 +3,6 @@ of ``rag.core.Rag``; output is human-readable, or JSON with ``--json``."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from rag.config import Settings
+from rag.cli_common import DbOpt, HomeOpt, JsonOpt, ModeOpt, fail, open_rag, print_json, settings_from
 
 
 def user_error(exc: Exception) -> tuple[str, int] | None:
@@ -58,35 +57,6 @@ docs_app = typer.Typer(no_args_is_help=True, help="List or remove ingested docum
 index_app = typer.Typer(no_args_is_help=True, help="Verify or rebuild the vector index from SQL.")
 app.add_typer(docs_app, name="docs")
 app.add_typer(index_app, name="index")
-
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="workspace folder (env RAG_HOME)")]
-DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL (env RAG_DATABASE_URL)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
-ModeOpt = Annotated[str | None, typer.Option("--mode", help="retrieval: dense, lexical or hybrid (default)")]
-
-
-def settings_from(**flags: Any) -> Settings:
-    """Env vars, overridden by the flags the user actually gave."""
-    return Settings(**{k: v for k, v in flags.items() if v is not None})
-
-
-def open_rag(home: Path | None, database_url: str | None, **flags: Any) -> Any:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    from rag.core import Rag
-
-    return Rag(settings_from(home=home, database_url=database_url, **flags))
-
-
-def print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
-
-
-def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -363,6 +333,21 @@ def eval_squad(
     settings = settings_from(home=home)
     _run_eval(lambda: evaluate(file, settings, n=n, seed=seed, k=k, split=split, save=save), format_report,
               as_json)
+
+
+@eval_app.command("beir")
+def eval_beir(
+    folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv")],
+    k: Annotated[int, typer.Option("--k", min=1, max=50, help="recall@k and MRR@k cut-off")] = 10,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Retrieval quality as the product retrieves (configured embedder, BM25, fusion): nDCG@10, recall@k,
+    MRR@k. The corpus is ingested into a temporary workspace; yours is left alone."""
+    from rag.evaluation.beir import evaluate_product, format_product
+
+    settings = settings_from(home=home)
+    _run_eval(lambda: evaluate_product(folder, settings, k), format_product, as_json)
 
 
 def main() -> None:

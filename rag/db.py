@@ -14,7 +14,9 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+# The migrations ship inside the package (package data), so a plain `pip install .` finds them;
+# the repository's top-level alembic/ is a link to this folder, for `alembic` run from the checkout.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 CONNECT_TIMEOUT_S = 10  # a PostgreSQL host that never answers fails in seconds, not minutes
 
 # What says "the database cannot be used right now" (as opposed to a bug in a query): the server is
@@ -63,12 +65,10 @@ def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
 
 
 def alembic_config(url: str) -> Config:
-    if not ALEMBIC_DIR.is_dir():
-        raise RuntimeError(
-            f"migrations not found at {ALEMBIC_DIR}; install sightline with `pip install -e .`"
-        )
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise RuntimeError(f"migrations not found at {MIGRATIONS_DIR}; reinstall sightline")
     cfg = Config()
-    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

@@ -5,7 +5,8 @@ ingest adds and deletes chunks one document at a time. Here documents live in a 
 segment (CSR forward + CSC inverted arrays) plus a small *delta* of recent additions; deletions
 tombstone main rows. Global statistics (df, average length) are exact at every query, so scores do
 not drift, and the segments are merged when the delta or the tombstones grow past a fraction of the
-index. A full rebuild of 1e5 chunks is a few seconds (tokenising dominates).
+index. A full rebuild of 1e5 chunks is a few seconds (tokenising dominates). Terms are lowercase
+words less English stopwords, stemmed by Snowball (PyStemmer, a C library).
 
 Persistence is one ``.npz`` plus a ``manifest.json`` (count, id checksum shared with the FAISS
 manifest, data sha256, tokenizer version), each written to a temp file and renamed; the manifest is
@@ -18,6 +19,7 @@ import hashlib
 import io
 import json
 import re
+import threading
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import Stemmer
 
 from rag.index import atomic_write, ids_checksum
 
@@ -34,8 +37,10 @@ DATA_FILE = "bm25.npz"
 MANIFEST_FILE = "manifest.json"
 FORMAT = "sightline-bm25"
 FORMAT_VERSION = 1
+# Snowball's algorithm for this language (any of Stemmer.algorithms(); the stopwords are English).
+STEMMER_LANGUAGE = "english"
 # Bump when tokenisation changes: a saved index built with another tokenizer must be rebuilt.
-TOKENIZER_VERSION = "words-nostop-porter-1"
+TOKENIZER_VERSION = f"words-nostop-snowball-{STEMMER_LANGUAGE}-2"
 
 # Unicode letters and digits; underscores split too, so ``snake_case`` matches ``snake`` and ``case``.
 _TOKEN_RE = re.compile(r"[^\W_]+")
@@ -58,117 +63,18 @@ class LexicalIndexError(Exception):
 
 
 # --------------------------------------------------------------------------------------------------
-# Porter stemmer (M.F. Porter, 1980): light, dependency-free conflation of inflected forms.
+# Stemming: Snowball (PyStemmer). One stemmer per thread: a PyStemmer object is not thread-safe, and
+# searches tokenise their queries on the retrieval pool's threads.
+
+_stemmers = threading.local()
 
 
-def _is_cons(w: str, i: int) -> bool:
-    ch = w[i]
-    if ch in "aeiou":
-        return False
-    if ch == "y":
-        return i == 0 or not _is_cons(w, i - 1)
-    return True
-
-
-def _measure(stem: str) -> int:
-    """Porter's m: the number of vowel→consonant transitions in ``stem``."""
-    m, prev_vowel = 0, False
-    for i in range(len(stem)):
-        cons = _is_cons(stem, i)
-        if cons and prev_vowel:
-            m += 1
-        prev_vowel = not cons
-    return m
-
-
-def _has_vowel(stem: str) -> bool:
-    return any(not _is_cons(stem, i) for i in range(len(stem)))
-
-
-def _double_cons(w: str) -> bool:
-    return len(w) >= 2 and w[-1] == w[-2] and _is_cons(w, len(w) - 1)
-
-
-def _cvc(w: str) -> bool:
-    n = len(w)
-    return (
-        n >= 3 and _is_cons(w, n - 3) and not _is_cons(w, n - 2) and _is_cons(w, n - 1) and w[-1] not in "wxy"
-    )
-
-
-_STEP2 = (
-    ("ational", "ate"), ("tional", "tion"), ("enci", "ence"), ("anci", "ance"), ("izer", "ize"),
-    ("bli", "ble"), ("alli", "al"), ("entli", "ent"), ("eli", "e"), ("ousli", "ous"),
-    ("ization", "ize"), ("ation", "ate"), ("ator", "ate"), ("alism", "al"), ("iveness", "ive"),
-    ("fulness", "ful"), ("ousness", "ous"), ("aliti", "al"), ("iviti", "ive"), ("biliti", "ble"),
-    ("logi", "log"),
-)  # fmt: skip
-_STEP3 = (
-    ("icate", "ic"), ("ative", ""), ("alize", "al"), ("iciti", "ic"), ("ical", "ic"), ("ful", ""),
-    ("ness", ""),
-)  # fmt: skip
-_STEP4 = (
-    "al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent", "ion", "ou",
-    "ism", "ate", "iti", "ous", "ive", "ize",
-)  # fmt: skip
-
-
-def _longest(w: str, suffixes: Iterable[str]) -> str | None:
-    best: str | None = None
-    for s in suffixes:
-        if w.endswith(s) and (best is None or len(s) > len(best)):
-            best = s
-    return best
-
-
-def porter_stem(word: str) -> str:
-    """Stem one lowercase word; words of one or two letters and non-ASCII words pass unchanged."""
-    w = word
-    if len(w) <= 2 or not w.isascii() or not w.isalpha():
-        return w
-    # step 1a
-    if w.endswith(("sses", "ies")):
-        w = w[:-2]
-    elif w.endswith("s") and not w.endswith("ss"):
-        w = w[:-1]
-    # step 1b
-    extra = False
-    if w.endswith("eed"):
-        if _measure(w[:-3]) > 0:
-            w = w[:-1]
-    elif w.endswith("ed") and _has_vowel(w[:-2]):
-        w, extra = w[:-2], True
-    elif w.endswith("ing") and _has_vowel(w[:-3]):
-        w, extra = w[:-3], True
-    if extra:
-        if w.endswith(("at", "bl", "iz")):
-            w += "e"
-        elif _double_cons(w) and w[-1] not in "lsz":
-            w = w[:-1]
-        elif _measure(w) == 1 and _cvc(w):
-            w += "e"
-    # step 1c
-    if w.endswith("y") and _has_vowel(w[:-1]):
-        w = w[:-1] + "i"
-    # steps 2 and 3: the longest matching suffix decides; its condition failing ends the step
-    for table in (_STEP2, _STEP3):
-        suffix = _longest(w, (s for s, _ in table))
-        if suffix is not None and _measure(w[: -len(suffix)]) > 0:
-            w = w[: -len(suffix)] + dict(table)[suffix]
-    # step 4
-    suffix = _longest(w, _STEP4)
-    if suffix is not None:
-        stem = w[: -len(suffix)]
-        if _measure(stem) > 1 and (suffix != "ion" or stem.endswith(("s", "t"))):
-            w = stem
-    # step 5
-    if w.endswith("e"):
-        m = _measure(w[:-1])
-        if m > 1 or (m == 1 and not _cvc(w[:-1])):
-            w = w[:-1]
-    if w.endswith("ll") and _measure(w) > 1:
-        w = w[:-1]
-    return w
+def stem(word: str) -> str:
+    """Snowball stem of one lowercase word (STEMMER_LANGUAGE)."""
+    stemmer = getattr(_stemmers, "stemmer", None)
+    if stemmer is None:
+        stemmer = _stemmers.stemmer = Stemmer.Stemmer(STEMMER_LANGUAGE, 0)  # 0: no cache (ours below)
+    return str(stemmer.stemWord(word))
 
 
 @lru_cache(maxsize=500_000)
@@ -176,7 +82,7 @@ def normalize_token(token: str) -> str | None:
     """Lowercase token → index term, or None for a stopword. Cached: vocabularies are Zipfian."""
     if token in STOPWORDS:
         return None
-    return porter_stem(token)
+    return stem(token)
 
 
 def term_counts(text: str) -> Counter[str]:

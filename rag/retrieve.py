@@ -45,13 +45,18 @@ class Retriever:
         if mode not in MODES:
             raise BadInput(f"unknown retrieval mode {mode!r}; choose from {', '.join(MODES)}")
         filters = filters or Filters()
-        self.ws.refresh()
         vector = self.ws.embedder.encode([query])[0]
         depth = candidate_depth(k) if mode == "hybrid" else k
+        if mode != "lexical":
+            self.ws.vectors  # noqa: B018  (loaded before reading: loading takes the write side)
+        if mode != "dense":
+            self.ws.lexical  # noqa: B018
+        self.ws.refresh()
         with self.ws.sessions() as s:
             allowed = filtered_chunk_ids(s, filters.path_prefix, filters.doc_type)
-            dense = self.ws.vectors.search(vector, depth, allowed) if mode != "lexical" else []
-            lexical = self.ws.lexical.search(query, depth, allowed) if mode != "dense" else []
+            with self.ws.reading():  # an ingest in this process may be adding to the indexes
+                dense = self.ws.vectors.search(vector, depth, allowed) if mode != "lexical" else []
+                lexical = self.ws.lexical.search(query, depth, allowed) if mode != "dense" else []
             if mode == "hybrid":
                 cfg = self.ws.settings
                 hits = fuse_hybrid(dense, lexical, k, cfg.fusion_method, cfg.fusion_dense_weight)

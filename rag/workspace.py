@@ -3,7 +3,8 @@
 The database is the source of truth. On open, and before every write, the vector index is
 reconciled with it, so an index left behind by a crash, or edited by hand, is repaired from the
 embeddings stored in SQL. Readers (the API) call ``refresh`` to pick up an index that a writer in
-another process saved, without a restart.
+another process saved, without a restart, and search inside ``reading()``: an ingest in the same
+process changes the indexes under the write side of the same lock.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from rag.db import UNAVAILABLE_ERRORS, make_engine, session_factory, transaction
 from rag.index import INDEX_FILE, MANIFEST_FILE, VectorIndex, ids_checksum
 from rag.lexical import LexicalIndex, LexicalIndexError
 from rag.models import Document
+from rag.rwlock import RWLock
 from rag.store import chunk_ids, chunk_texts, chunk_vectors, delete_chunks_of
 
 if TYPE_CHECKING:
@@ -73,7 +75,9 @@ class Workspace:
         self.settings = settings or Settings()
         self.engine: Engine = self._open_database()
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
-        self._index_lock = threading.RLock()  # guards swapping/mutating the in-memory indexes
+        self._indexes = RWLock()  # searches read the in-memory indexes; adds, removes, swaps write
+        self._vectors: VectorIndex | None = None
+        self._lexical: LexicalIndex | None = None
         self._writer = threading.RLock()
         self._writer_depth = 0
 
@@ -159,17 +163,35 @@ class Workspace:
         except LexicalIndexError:
             return LexicalIndex()
 
-    @cached_property
+    @property
     def vectors(self) -> VectorIndex:
-        vi = self._open_vectors()
-        self._reconcile(vi, None)
-        return vi
+        """The in-memory FAISS index, loaded (and reconciled with SQL) on first use. Read it only
+        inside ``reading()``; change it only inside ``self._indexes.write()``."""
+        if self._vectors is None:
+            with self._indexes.write():
+                if self._vectors is None:
+                    vi = self._open_vectors()
+                    self._reconcile(vi, None)
+                    self._vectors = vi
+        return self._vectors
 
-    @cached_property
+    @property
     def lexical(self) -> LexicalIndex:
-        lx = self._open_lexical()
-        self._reconcile(None, lx)
-        return lx
+        """The in-memory BM25 index, loaded like ``vectors`` and under the same lock."""
+        if self._lexical is None:
+            with self._indexes.write():
+                if self._lexical is None:
+                    lx = self._open_lexical()
+                    self._reconcile(None, lx)
+                    self._lexical = lx
+        return self._lexical
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Hold the indexes still while searching them: searches share this, index writes exclude
+        it. Load what the search needs (``vectors``, ``lexical``, ``refresh``) before entering."""
+        with self._indexes.read():
+            yield
 
     def _reconcile(self, vi: VectorIndex | None, lx: LexicalIndex | None) -> bool:
         """Repair the given indexes to hold exactly SQL's chunks; True when something changed."""
@@ -184,41 +206,50 @@ class Workspace:
 
     def reconcile(self) -> None:
         """Bring the indexes in line with SQL, saving them if they had drifted (e.g. after a crash)."""
-        with self._index_lock:
+        with self._indexes.write():
             vi, lx = self.vectors, self.lexical
             drifted = self._reconcile(vi, lx)
             if drifted or vi.read_manifest() is None or LexicalIndex.read_manifest(self.lexical_dir) is None:
                 self.save_indexes()
+            else:
+                # In step with SQL, so no older than the saved pair: adopt its stamp, or `refresh`
+                # would reload it (from SQL, mid-ingest) under a writer that then adds the same chunks.
+                vi.version = vi.manifest_path.stat().st_mtime_ns
 
     def refresh(self) -> None:
-        """Reload the indexes if another process saved newer ones; the swap is atomic for readers.
-        The vector manifest is written last on save, so its mtime stamps the pair."""
-        if "vectors" not in self.__dict__:
+        """Reload the indexes if another process saved newer ones. The vector manifest is written
+        last on save, so its mtime stamps the pair. Checked again under the write side: a save by a
+        writer in this process updates ``version`` before it lets go, so it never triggers a reload
+        (which would race that writer's next additions)."""
+        if self._vectors is None:
             return
         try:
             saved = (self.settings.index_dir / MANIFEST_FILE).stat().st_mtime_ns
         except OSError:
             return
-        if saved != self.vectors.version:
+        if saved == self._vectors.version:
+            return
+        with self._indexes.write():
+            if saved == self.vectors.version:
+                return
             vi, lx = self._open_vectors(), self._open_lexical()
             self._reconcile(vi, lx)
-            with self._index_lock:
-                self.__dict__["vectors"], self.__dict__["lexical"] = vi, lx
+            self._vectors, self._lexical = vi, lx
 
     def add_to_indexes(self, ids: np.ndarray, vectors: np.ndarray, texts: list[str]) -> None:
-        with self._index_lock:
+        with self._indexes.write():
             self.vectors.add(ids, vectors)
             self.lexical.add(zip(ids.tolist(), texts, strict=True))
 
     def remove_from_indexes(self, ids: list[int]) -> None:
         if ids:
-            with self._index_lock:
+            with self._indexes.write():
                 self.vectors.remove(ids)
                 self.lexical.remove(ids)
 
     def save_indexes(self) -> None:
         """Lexical first, vectors last (readers reload when the vector manifest changes)."""
-        with self._index_lock:
+        with self._indexes.write():
             if ann.needs_rebuild(self.vectors.index, self.vectors.count, self.settings):
                 self._reconcile(self.vectors, None)  # grown past the ANN threshold: rebuild as IVF
             self.lexical.save(self.lexical_dir)
@@ -226,11 +257,11 @@ class Workspace:
 
     def rebuild_indexes(self) -> int:
         """Rebuild both indexes from SQL (stored embeddings and texts); returns the chunk count."""
-        with self.write_lock(), self._index_lock:
+        with self.write_lock(), self._indexes.write():
             s = self.settings
             vi, lx = VectorIndex(s.index_dir, self.embedding_dim, s.embedder, s), LexicalIndex()
             self._reconcile(vi, lx)
-            self.__dict__["vectors"], self.__dict__["lexical"] = vi, lx
+            self._vectors, self._lexical = vi, lx
             self.save_indexes()
             return vi.count
 

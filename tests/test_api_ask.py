@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -128,21 +127,20 @@ def test_health_metrics_and_search_answer_while_an_answer_streams(client: httpx.
     with ThreadPoolExecutor(1) as pool:
         streaming = pool.submit(stream)
         assert first_event.wait(600)
-        probes, slowest = 0, 0.0
+        answered_mid_stream: set[str] = set()
         while not finished.is_set():  # generation runs on its own thread: nothing here waits for it
             for method, path, body in (
                 ("GET", "/healthz", None),
                 ("GET", "/metrics", None),
                 ("POST", "/v1/search", {"query": "fog signals", "k": 1}),
             ):
-                t0 = time.perf_counter()
                 r = client.request(method, path, json=body)
-                slowest = max(slowest, time.perf_counter() - t0)
                 assert r.status_code == 200, r.text
-                probes += 1
+                if not finished.is_set():
+                    answered_mid_stream.add(path)
         assert streaming.result()[-1] == "done"
-    assert probes >= 3
-    assert slowest < 10.0
+    # each answered while the answer was still streaming (latency under load: `python -m bench load`)
+    assert answered_mid_stream == {"/healthz", "/metrics", "/v1/search"}
 
 
 def test_concurrent_asks_get_the_answer_a_lone_ask_gets(client: httpx.Client, pharos: dict[str, Any]) -> None:

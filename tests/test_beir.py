@@ -180,3 +180,87 @@ def test_harness_cache_serves_deeper_requests_after_shallow_ones() -> None:
     assert len(retriever.ranking("lexical", "common", 50)) == 50  # not the 10 cached first
     assert len(retriever.ranking("lexical", "common", 120)) == 120
     assert len(retriever.ranking("lexical", "term3 common", 200)) == 150  # every doc matches, no more
+
+
+def _write_lighthouse_beir(root: Path) -> None:
+    """Eight documents, each the only one about its subject, and a query for four of them."""
+    subjects = {
+        "bell": ("Bell Rock", "The Bell Rock lighthouse stands on a reef off Arbroath and was lit in 1811."),
+        "eddy": ("Eddystone", "Smeaton's Eddystone tower was built of dovetailed granite blocks."),
+        "pharos": ("Pharos", "The Pharos of Alexandria was one of the seven wonders of the ancient world."),
+        "fresnel": (
+            "Fresnel lens",
+            "Augustin Fresnel's stepped lens focused a lamp into a far-reaching beam.",
+        ),
+        "fog": ("Fog signals", "Diaphones, sirens and bells warned ships when fog hid the light."),
+        "keepers": ("Keepers", "Keepers trimmed wicks, polished brass and logged the weather every night."),
+        "hook": ("Hook Head", "Hook Head in Wexford has guided ships for eight hundred years."),
+        "cordouan": ("Cordouan", "Cordouan, at the mouth of the Gironde, is called the king of lighthouses."),
+    }
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, (t, x) in subjects.items())
+    )
+    queries = {
+        "q-bell": "Which lighthouse off Arbroath was lit in 1811?",
+        "q-eddy": "Whose tower used dovetailed granite blocks?",
+        "q-fresnel": "Who made the stepped lens that focused the lamp's beam?",
+        "q-cordouan": "Which lighthouse is called the king of lighthouses?",
+    }
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries.items())
+    )
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{q[2:]}\t1\n" for q in queries)
+    )
+
+
+@pytest.mark.slow
+def test_rag_eval_beir_scores_the_product_retrieval(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rag.cli import app
+    from rag.config import Settings
+    from rag.evaluation.beir import evaluate_product
+    from tests.conftest import MODELS_CACHE
+
+    folder = tmp_path / "beir"
+    _write_lighthouse_beir(folder)
+    home = tmp_path / "home"
+    env = {"RAG_MODELS_CACHE": str(MODELS_CACHE)}
+    runner = CliRunner()
+
+    result = runner.invoke(
+        app, ["eval", "beir", str(folder), "--k", "1", "--json", "--home", str(home)], env=env
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert set(metrics) == {"ndcg@10", "recall@1", "mrr@1", "n_queries"}
+    assert metrics["n_queries"] == 4
+    assert metrics["recall@1"] == metrics["mrr@1"] == 1.0  # each query names its one document
+    assert metrics["ndcg@10"] == pytest.approx(1.0)
+    assert not (home / "rag.db").exists()  # the corpus went into a throwaway workspace
+
+    result = runner.invoke(app, ["eval", "beir", str(folder), "--home", str(home)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "4 queries over 8 documents" in result.stdout and "hybrid retrieval" in result.stdout
+    for row in ("| nDCG@10 | 1.0000 |", "| recall@10 | 1.0000 |", "| MRR@10 | 1.0000 |"):
+        assert row in result.stdout
+
+    seen: list[tuple[str, int, int]] = []
+    evaluate_product(folder, Settings(home=home, models_cache=MODELS_CACHE), 10, lambda *a: seen.append(a))
+    assert ("encoding corpus", 8, 8) in seen and ("queries", 4, 4) in seen
+
+
+def test_rag_eval_beir_on_a_broken_folder_says_what_is_wrong(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rag.cli import app
+
+    _write_beir(tmp_path)
+    (tmp_path / "qrels" / "test.tsv").unlink()
+    result = CliRunner().invoke(app, ["eval", "beir", str(tmp_path), "--home", str(tmp_path / "home")])
+    assert result.exit_code == 2 and "test.tsv" in result.output
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t0\n")
+    result = CliRunner().invoke(app, ["eval", "beir", str(tmp_path), "--home", str(tmp_path / "home")])
+    assert result.exit_code == 2 and "no query" in result.output

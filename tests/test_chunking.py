@@ -7,16 +7,20 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from transformers import AutoTokenizer
 
 from rag.chunking import Chunker, ChunkerConfig
 from rag.config import Settings
-from rag.embedding import Embedder
+from rag.resources import resolve_model_path
 from rag.types import Section
 
 
 @pytest.fixture(scope="module")
 def tokenizer():  # type: ignore[no-untyped-def]
-    return Embedder(Settings().embedder).tokenizer
+    """The embedder's tokenizer alone (the fast lane loads no model), set up as the Embedder sets it."""
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(Settings().embedder))
+    tok.model_max_length = 10**9
+    return tok
 
 
 def count_tokens(tokenizer, text: str) -> int:  # type: ignore[no-untyped-def]

@@ -8,12 +8,16 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from rag.config import Settings
 from rag.core import Rag
 from rag.workspace import Workspace
 from tests.conftest import MODELS_CACHE
 from tests.docfactory import make_tree
 from tests.procs import Watcher, snapshot, start_ingest
+
+pytestmark = pytest.mark.slow  # spawns `rag ingest` processes and loads the embedder
 
 N_FILES = 200
 

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from rag.config import Settings
 from rag.core import Rag
 from rag.workspace import Workspace
@@ -33,6 +35,8 @@ from tests.procs import (
     snapshot,
     start_ingest,
 )
+
+pytestmark = pytest.mark.slow  # spawns and SIGKILLs `rag ingest` processes
 
 SEED = int(os.environ.get("RAG_CRASH_SEED", "5"))
 N_NOTES = 300

@@ -16,6 +16,8 @@ from rag.core import Rag
 from rag.index import VectorIndex
 from tests.docfactory import make_binary_with_txt_suffix, make_corrupt_pdf, make_document, make_tree
 
+pytestmark = pytest.mark.slow  # loads the embedder and spawns parser workers
+
 FACTS = {
     "beacons/bell-rock.md": "# Bell Rock\n\nThe Bell Rock light was first lit in 1811 on a reef off Angus.\n",
     "beacons/eddystone.txt": "The fourth Eddystone tower, by John Smeaton, used dovetailed granite blocks.\n",

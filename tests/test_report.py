@@ -352,6 +352,7 @@ def test_helpers() -> None:
     assert risk_level(0.1, False, 0.5) == "low"
 
 
+@pytest.mark.slow  # spawns a headless Chromium
 @needs_chromium
 def test_script_runs_in_chromium_and_honours_focus_deep_link(tmp_path: Path) -> None:
     assert CHROMIUM is not None
@@ -378,6 +379,7 @@ def test_script_runs_in_chromium_and_honours_focus_deep_link(tmp_path: Path) -> 
     assert all("1" in m.get("data-s").split() for m in lit_marks)
 
 
+@pytest.mark.slow  # spawns a headless Chromium
 @needs_chromium
 def test_screenshot_script(tmp_path: Path) -> None:
     out = tmp_path / "report.png"

@@ -12,6 +12,8 @@ from rag.config import Settings
 from rag.core import Rag
 from rag.retrieve import Filters, Retrieval
 
+pytestmark = pytest.mark.slow  # loads the embedder
+
 REPO = Path(__file__).resolve().parent.parent
 PROBES = [json.loads(line) for line in (REPO / "tests" / "data" / "probes.jsonl").read_text().splitlines()]
 

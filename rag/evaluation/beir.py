@@ -5,7 +5,9 @@ A BEIR folder is ``corpus.jsonl`` ({_id, title, text}), ``queries.jsonl`` ({_id,
 gain nDCG with log2 discount, only queries that have a relevant document count, and a document whose
 id equals the query id is dropped from that query's ranking (BEIR's ``ignore_identical_ids``).
 
-``rag eval beir DIR`` calls :func:`evaluate_search` with the real retriever. This module also holds a
+``rag eval beir DIR`` is :func:`evaluate_product`: the corpus is ingested into a throwaway workspace
+and every query goes through ``Rag.search``, so the score is what the product retrieves (the
+configured embedder, chunking, BM25 and fusion). This module also holds a
 small in-memory harness (:class:`InMemoryRetriever`: MiniLM exact inner product, our BM25, RRF) used
 to compare the three modes on a corpus directly, and :func:`build_beir_from_squad`, which makes a
 BEIR folder from SQuAD-v2 (paragraphs → corpus, answerable questions → queries).
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from rag.config import Settings
 from rag.fusion import DEFAULT_C, DEFAULT_DENSE_WEIGHT, DEFAULT_DEPTH, DEFAULT_METHOD, fuse_hybrid
 from rag.lexical import LexicalIndex
 
@@ -165,6 +168,107 @@ def evaluate_search(
             progress(n, len(ids))
     qrels = {q: dataset.qrels[q] for q in ids if q in dataset.qrels}
     return evaluate_run(qrels, run, k)
+
+
+@dataclass
+class ProductResult:
+    """``rag eval beir``: the metrics of the product's retrieval on one BEIR folder."""
+
+    metrics: dict[str, Any]  # ndcg@10, recall@K, mrr@K, n_queries
+    k: int
+    n_documents: int
+    n_chunks: int
+    mode: str
+    fusion: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.metrics)
+
+
+ProgressBar = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def _tqdm_progress() -> ProgressBar:
+    """One tqdm bar per stage on stderr (none when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(desc=stage, total=total, unit="doc" if "corpus" in stage else "query",
+                                     file=sys.stderr, dynamic_ncols=True, disable=None)  # fmt: skip
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def evaluate_product(
+    folder: Path | str, settings: Settings, k: int = 10, progress: ProgressBar | None = None
+) -> ProductResult:
+    """Score the product's retrieval on a BEIR folder. The corpus is written as one text file per
+    document (title as its first line), ingested with ``settings`` into a temporary workspace (the
+    user's own is never touched), and each judged query is a ``Rag.search`` in the configured mode.
+    A document counts at the rank of its best chunk. ``progress`` gets ("encoding corpus", done,
+    total) while ingesting and ("queries", done, total) after; the default draws tqdm bars."""
+    import tempfile
+
+    from rag.core import Rag
+
+    dataset = load_beir(folder)
+    query_ids = dataset.eval_query_ids()
+    if not query_ids:
+        raise ValueError(f"{folder}: no query in queries.jsonl has a relevant document in qrels/test.tsv")
+    progress = progress or _tqdm_progress()
+    doc_ids = list(dataset.corpus)
+    want = max(k, 10)
+    with tempfile.TemporaryDirectory(prefix="sightline-beir-") as tmp:
+        root = Path(tmp)
+        corpus_dir = root / "corpus"
+        corpus_dir.mkdir()
+        for n, cid in enumerate(doc_ids):
+            (corpus_dir / f"{n:08d}.txt").write_text(doc_text(dataset.corpus[cid]), encoding="utf-8")
+        fields = settings.model_dump()
+        fields.update(home=root / "home", database_url=None, models_cache=settings.models_dir)
+        rag = Rag(Settings(**fields))
+        summary = rag.ingest([corpus_dir], progress=lambda n, total, _: progress("encoding corpus", n, total))
+
+        def search(query: str) -> list[str]:
+            depth = 2 * want  # chunks, not documents: a long document can hold several of the top ones
+            while True:
+                sources = rag.search(query, depth)
+                ranked = list(dict.fromkeys(doc_ids[int(Path(x.path).stem)] for x in sources))
+                if len(ranked) >= want or len(sources) < depth:
+                    return ranked[:want]
+                depth *= 2
+
+        metrics = evaluate_search(
+            dataset, search, k, query_ids, progress=lambda done, total: progress("queries", done, total)
+        )
+        rag.workspace.engine.dispose()
+    cfg = rag.settings
+    return ProductResult(metrics, k, len(doc_ids), summary.chunks, cfg.retrieval_mode, cfg.fusion_method)
+
+
+def format_product(result: ProductResult) -> str:
+    m, k = result.metrics, result.k
+    fusion = f" ({result.fusion} fusion)" if result.mode == "hybrid" else ""
+    return "\n".join(
+        [
+            f"{m['n_queries']} queries over {result.n_documents} documents ({result.n_chunks} chunks), "
+            f"{result.mode} retrieval{fusion}",
+            "| metric | value |",
+            "|---|---|",
+            f"| nDCG@10 | {m['ndcg@10']:.4f} |",
+            f"| recall@{k} | {m[f'recall@{k}']:.4f} |",
+            f"| MRR@{k} | {m[f'mrr@{k}']:.4f} |",
+        ]
+    )
 
 
 def split_queries(query_ids: Sequence[str], seed: int = 0) -> tuple[list[str], list[str]]:
@@ -311,7 +415,6 @@ def minilm_encoder(embedder: str | None = None) -> Callable[[list[str]], np.ndar
     """The packaged MiniLM (or ``embedder``), normalised float32 embeddings."""
     from sentence_transformers import SentenceTransformer
 
-    from rag.config import Settings
     from rag.resources import resolve_model_path
 
     model = SentenceTransformer(resolve_model_path(embedder or Settings().embedder), device="cpu")
