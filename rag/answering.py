@@ -15,10 +15,9 @@ from rag.db import transaction
 from rag.detect import Detector
 from rag.generate import Generation, Generator
 from rag.models import AnswerRecord
-from rag.types import Answer, Attribution, BadInput, Evidence, Hallucination, Source, Timings
+from rag.types import Answer, Attribution, Evidence, Hallucination, Source, Timings
 from rag.workspace import Workspace
 
-MAX_QUESTION_CHARS = 4000
 NO_SOURCES = "I can't answer that from your documents: nothing I retrieved is relevant to the question."
 NOT_GROUNDED = (
     "I can't give a reliable answer from your documents: the draft answer did not draw on the "
@@ -30,15 +29,6 @@ _MODEL_DECLINED = re.compile(
     r"(sources|context|documents) (do not|don't) (contain|say|mention))",
     re.IGNORECASE,
 )
-
-
-def check_question(question: str) -> str:
-    text = question.strip()
-    if not text:
-        raise BadInput("the question is empty")
-    if len(text) > MAX_QUESTION_CHARS:
-        raise BadInput(f"the question is {len(text):,} characters; the limit is {MAX_QUESTION_CHARS:,}")
-    return text
 
 
 def quote_answer(quotes: list[Evidence], chunk_ids: list[int]) -> str:

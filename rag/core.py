@@ -80,9 +80,7 @@ class Rag:
         mode: str | None = None,
     ) -> Answer:
         """Answer with citations and attribution; the answer is stored (see ``get_answer``)."""
-        from rag.answering import check_question
-
-        question = check_question(check_text(question, "the question"))
+        question = check_text(question, "the question").strip()
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question)
         t0 = time.perf_counter()
@@ -98,10 +96,9 @@ class Rag:
     ) -> Attribution:
         """Attribution of an answer written elsewhere, teacher-forced through our decoder in one pass.
         Sources: the given chunks, else the given context text, else what retrieval finds."""
-        from rag.answering import check_question
         from rag.attribution import attribute
 
-        question = check_question(check_text(question, "the question"))
+        question = check_text(question, "the question").strip()
         check_text(answer, "the answer", MAX_ANSWER_CHARS)
         if context is not None and (problem := unclean(context)):
             raise BadInput(f"the context {problem}")

@@ -29,7 +29,7 @@ def unclean(value: str) -> str | None:
 
 
 def blank(value: str) -> str | None:
-    return "must contain some non-whitespace text" if not value.strip() else None
+    return "is empty (it must contain some non-whitespace text)" if not value.strip() else None
 
 
 def check_text(value: str, what: str, max_chars: int = MAX_QUESTION_CHARS) -> str:
@@ -37,7 +37,7 @@ def check_text(value: str, what: str, max_chars: int = MAX_QUESTION_CHARS) -> st
     ("the query", "the question") otherwise."""
     problem = unclean(value) or blank(value)
     if problem is None and len(value) > max_chars:
-        problem = f"must be at most {max_chars:,} characters (it is {len(value):,})"
+        problem = f"is {len(value):,} characters; the limit is {max_chars:,}"
     if problem:
         raise BadInput(f"{what} {problem}")
     return value

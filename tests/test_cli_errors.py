@@ -86,9 +86,9 @@ def invoke(home: Path, *args: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("", "the query must contain some non-whitespace text"),
-        ("   ", "the query must contain some non-whitespace text"),
-        ("lamp " * 20_000, "the query must be at most 4,000 characters (it is 100,000)"),
+        ("", "the query is empty (it must contain some non-whitespace text)"),
+        ("   ", "the query is empty (it must contain some non-whitespace text)"),
+        ("lamp " * 20_000, "the query is 100,000 characters; the limit is 4,000"),
         ("nul\x00byte", "the query must not contain NUL characters"),
         ("caf\udce9", "the query must be valid Unicode text (no lone surrogates)"),
     ],
@@ -98,7 +98,7 @@ def test_search_checks_the_query_as_rest_does(home: Path, query: str, message: s
 
 
 def test_ask_checks_the_question_before_loading_a_model(home: Path) -> None:
-    assert invoke(home, "ask", "") == (2, "error: the question must contain some non-whitespace text")
+    assert invoke(home, "ask", "") == (2, "error: the question is empty (it must contain some non-whitespace text)")
 
 
 def test_ids_past_any_sql_integer_name_nothing(home: Path) -> None:
