@@ -98,7 +98,8 @@ def test_search_checks_the_query_as_rest_does(home: Path, query: str, message: s
 
 
 def test_ask_checks_the_question_before_loading_a_model(home: Path) -> None:
-    assert invoke(home, "ask", "") == (2, "error: the question is empty (it must contain some non-whitespace text)")
+    expected = "error: the question is empty (it must contain some non-whitespace text)"
+    assert invoke(home, "ask", "") == (2, expected)
 
 
 def test_ids_past_any_sql_integer_name_nothing(home: Path) -> None:
