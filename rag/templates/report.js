@@ -36,6 +36,7 @@
       card.style.setProperty("--share", (100 * w).toFixed(1) + "%");
       card.classList.toggle("lit", !!s && w > 0.005);
       card.classList.toggle("cited", !!s && s.cites.indexOf(k + 1) >= 0);
+      card.classList.toggle("has-ev", !!s && s.evidence.some(function (e) { return e.n === k + 1; }));
       card.querySelector(".s-v").textContent = s ? "S" + (i + 1) + " " + pct(w) : "";
       all("mark.span, mark.ev", card).forEach(function (m) {
         var at = i === null ? -1 : m.getAttribute("data-s").split(" ").indexOf(String(i));
