@@ -1,12 +1,16 @@
 """The attribution report: one self-contained HTML page for an Answer (`rag report ID --html FILE`).
 
-The page needs nothing but itself: inline CSS, a little vanilla JS, no external resources. Every piece of
-user content (question, answer, chunk text, paths, titles, model names) is HTML-escaped here; the data the
-script reads is embedded as JSON with ``<``, ``>`` and ``&`` written as ``\\u`` escapes, and a
-Content-Security-Policy admits only the page's own script (by hash), so injected markup cannot run.
+The page needs nothing but itself: inline CSS, a little vanilla JS, no external resources. It renders
+through Jinja2 with autoescape (templates/report.html), so every piece of user content (question,
+answer, chunk text, paths, titles, model names) is HTML-escaped; the data the script reads is embedded
+as JSON with ``<``, ``>`` and ``&`` written as ``\\u`` escapes, and a Content-Security-Policy admits only
+the page's own script (templates/report.js, by hash), so injected markup cannot run.
 
-Hover, focus or tap a sentence to light up the sources it attended to (proportionally to its
-``support``) and the passage it cites; ``#focus=N`` (or ``?focus=N``) pre-selects sentence N on load.
+Each sentence's evidence (the source spans its tokens attended to most) is highlighted inside its
+source, tinted by its mass; hover, focus or tap a sentence to light up its spans and the sources it
+attended to. Answers stored before evidence existed fall back to a word-overlap guess, labelled as
+such. Per sentence, a (layers × heads) heatmap shows which heads looked back at the sources.
+``#focus=N`` (or ``?focus=N``) pre-selects sentence N on load.
 """
 
 from __future__ import annotations
@@ -14,24 +18,27 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import html
 import itertools
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
-from string import Template
 from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 
 from rag.types import Answer, SentenceAttribution, Source
 
 __all__ = ["format_ms", "format_share", "render_html", "risk_hue", "risk_level"]
 
 CLAMP_CHARS = 520  # chunk texts longer than this start collapsed (the script adds the toggle)
+KINDS = ("generated", "quotes", "refusal")
 _CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+_QUOTE = re.compile(r"“([^”]+)”\s*\[(\d+)\]")  # rag.answering.quote_answer: “text” [n]
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _PASSAGE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
 _STOPWORD_TEXT = """
@@ -40,11 +47,6 @@ _STOPWORD_TEXT = """
     were what when where which who why will with would you your not no yes also more most other such only
     about after before over under between per via"""
 _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-
-
-def _e(value: object) -> str:
-    """HTML-escape any value (quotes included, so the result is safe in attributes too)."""
-    return html.escape(str(value), quote=True)
 
 
 def risk_hue(risk: float, threshold: float) -> int:
@@ -95,6 +97,10 @@ def _split_path(path: str) -> tuple[str, str]:
     return path[: cut + 1], path[cut + 1 :]
 
 
+def _clip01(x: float) -> float:
+    return min(max(x, 0.0), 1.0)
+
+
 # ---- answer text: sentences and citations
 
 
@@ -109,23 +115,15 @@ def _citations(text: str) -> list[int]:
     return seen
 
 
-def _with_citations(text: str, n_sources: int) -> str:
-    """Escape text and turn each [n] into a chip linked to source card n."""
-    out: list[str] = []
+def _cited(text: str) -> list[str | list[int]]:
+    """Text cut into plain strings and citation groups ([n, m] → [n, m]); the template links them."""
+    out: list[str | list[int]] = []
     at = 0
     for m in _CITATION.finditer(text):
-        out.append(_e(text[at : m.start()]))
-        chips = []
-        for part in re.split(r"[,;]", m.group(1)):
-            n = int(part)
-            if 1 <= n <= n_sources:
-                chips.append(f'<a class="cite" href="#src-{n}" data-n="{n}" aria-label="source {n}">{n}</a>')
-            else:
-                chips.append(f'<span class="cite missing" title="no source {n} was retrieved">{n}</span>')
-        out.append(f'<span class="cites">{"".join(chips)}</span>')
+        out += [text[at : m.start()], [int(p) for p in re.split(r"[,;]", m.group(1))]]
         at = m.end()
-    out.append(_e(text[at:]))
-    return "".join(out)
+    out.append(text[at:])
+    return out
 
 
 def _segments(answer: Answer) -> list[tuple[str, int | None]]:
@@ -134,22 +132,17 @@ def _segments(answer: Answer) -> list[tuple[str, int | None]]:
     Uses the sentences' char offsets when they are consistent with the answer text; otherwise (offsets
     out of range, overlapping, or pointing at other text) falls back to the sentences' own texts."""
     text, sents = answer.answer, answer.sentences
-    consistent = True
+    if not sents:
+        return [(text, None)]
     at = 0
     for s in sents:
         if not (at <= s.start <= s.end <= len(text)) or text[s.start : s.end].strip() != s.text.strip():
-            consistent = False
-            break
+            pieces: list[tuple[str, int | None]] = []
+            for i, s2 in enumerate(sents):
+                pieces += [(" ", None)] if i else []
+                pieces.append((s2.text, i))
+            return pieces
         at = s.end
-    if not sents:
-        return [(text, None)]
-    if not consistent:
-        pieces: list[tuple[str, int | None]] = []
-        for i, s in enumerate(sents):
-            if i:
-                pieces.append((" ", None))
-            pieces.append((s.text, i))
-        return pieces
     pieces = []
     at = 0
     for i, s in enumerate(sents):
@@ -162,7 +155,51 @@ def _segments(answer: Answer) -> list[tuple[str, int | None]]:
     return pieces
 
 
-# ---- cited spans inside the chunks
+# ---- highlighted spans inside the chunks
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A highlighted range of a chunk's text: ``ev`` (a sentence's evidence, with its mass), ``quote``
+    (quoted verbatim in the answer) or ``span`` (the word-overlap guess for answers without evidence)."""
+
+    start: int
+    end: int
+    kind: str
+    sentence: int | None = None
+    mass: float = 0.0
+
+
+@dataclass
+class _Piece:
+    """A run of chunk text under the same set of spans (one <mark>, or plain text)."""
+
+    text: str
+    kind: str = ""
+    sentences: list[int] = field(default_factory=list)
+    masses: list[float] = field(default_factory=list)
+
+    @property
+    def data_s(self) -> str:
+        return " ".join(str(i) for i in self.sentences)
+
+    @property
+    def data_m(self) -> str:
+        return " ".join(f"{m:.3f}" for m in self.masses)
+
+    @property
+    def rest(self) -> str:
+        """The tint with no sentence selected: the strongest of the sentences' masses here."""
+        return f"{max(self.masses, default=0.0):.3f}"
+
+    @property
+    def title(self) -> str:
+        if self.kind == "quote":
+            return "quoted verbatim in the answer"
+        if self.kind == "span":
+            return "cited by " + ", ".join(f"S{i + 1}" for i in self.sentences)
+        parts = (f"S{i + 1} ({format_share(m)})" for i, m in zip(self.sentences, self.masses, strict=True))
+        return "evidence for " + ", ".join(parts) + " · share of the sentence's attention on the sources"
 
 
 def _content_words(text: str) -> set[str]:
@@ -187,298 +224,285 @@ def _best_span(chunk: str, sentence: str) -> tuple[int, int] | None:
     return (best[1], best[2]) if best else None
 
 
-def _chunk_html(text: str, spans: list[tuple[int, int, int]]) -> str:
-    """Escape chunk text, wrapping cited spans in <mark> tagged with the sentence indexes citing them."""
+def _locate(text: str, src: Source, char_start: int | None = None) -> tuple[int, int] | None:
+    """Where ``text`` lies in ``src.text``: at its document offset when that holds, else its first
+    occurrence (a stale offset); None when the chunk does not hold it."""
+    if not text:
+        return None
+    if char_start is not None:
+        at = char_start - src.char_start
+        if at >= 0 and src.text[at : at + len(text)] == text:
+            return at, at + len(text)
+    at = src.text.find(text)
+    return (at, at + len(text)) if at >= 0 else None
+
+
+def _pieces(text: str, spans: list[_Span]) -> list[_Piece]:
+    """The chunk text cut at every span edge; each run carries the spans covering it (evidence wins
+    over quotes over the word-overlap guess where they meet)."""
     if not spans:
-        return _e(text)
-    cuts = sorted({0, len(text)} | {p for s, e, _ in spans for p in (s, e)})
-    out: list[str] = []
+        return [_Piece(text)]
+    cuts = sorted({0, len(text)} | {p for s in spans for p in (s.start, s.end)})
+    out: list[_Piece] = []
     for lo, hi in itertools.pairwise(cuts):
         if lo >= hi:
             continue
-        by = sorted({i for s, e, i in spans if s <= lo and hi <= e})
-        piece = _e(text[lo:hi])
-        if by:
-            tags = " ".join(str(i) for i in by)
-            names = ", ".join(f"S{i + 1}" for i in by)
-            out.append(f'<mark class="span" data-s="{tags}" title="cited by {names}">{piece}</mark>')
-        else:
-            out.append(piece)
-    return "".join(out)
+        over = [s for s in spans if s.start <= lo and hi <= s.end]
+        kind = next((k for k in ("ev", "quote", "span") if any(s.kind == k for s in over)), "")
+        mine = sorted((s.sentence, s.mass) for s in over if s.kind == kind and s.sentence is not None)
+        out.append(_Piece(text[lo:hi], kind, [i for i, _ in mine], [m for _, m in mine]))
+    return out
 
 
-# ---- page parts
+# ---- the page's view of an answer
 
 
 @dataclass
-class _View:
-    """What the page parts share: sources in citation order and the detector threshold."""
+class _Card:
+    n: int
+    src: Source
+    folder: str
+    name: str
+    show_title: bool
+    loc: list[str]
+    cited_by: list[tuple[int, bool]]  # (sentence, has a highlight here)
+    evidence_for: list[tuple[int, float]]  # (sentence, its evidence mass here)
+    pieces: list[_Piece]
+    heuristic: bool  # its marks are the word-overlap guess
+    quoted: bool
+    width: float
+    long: bool
 
-    answer: Answer
-    sources: list[Source]
-    threshold: float
+
+@dataclass
+class _Row:
+    """A sentence in the side panel: risk, lookback, top source, evidence and its head grid."""
+
+    i: int
+    s: SentenceAttribution
+    level: str
+    hue: int
+    top: tuple[int, str] | None  # (card number, share)
+    evidence: list[tuple[int | None, str, str]]  # (card number or None, mass, excerpt)
+    heads: list[list[float]]  # (L, H), empty when not stored
+    top_heads: str
+
+
+def _head_grid(heads: list[list[float]]) -> list[list[float]]:
+    """The (layers × heads) lookback grid, or [] when it is missing or ragged."""
+    if not heads or not heads[0] or any(len(row) != len(heads[0]) for row in heads):
+        return []
+    return [[_clip01(float(v)) if math.isfinite(v) else 0.0 for v in row] for row in heads]
+
+
+def _top_heads(grid: list[list[float]], k: int = 3) -> str:
+    cells = sorted(((v, layer, h) for layer, row in enumerate(grid) for h, v in enumerate(row)), reverse=True)
+    mean = sum(v for v, _, _ in cells) / len(cells)
+    top = ", ".join(f"L{layer}·H{h} {v:.2f}" for v, layer, h in cells[:k])
+    return f"highest {top} · mean {mean:.2f}"
+
+
+def head_colour(v: float) -> str:
+    """Diverging scale around 0.5: orange where a head looked at the answer itself, blue where it
+    looked back at the sources; the further from even, the stronger."""
+    hue = 212 if v >= 0.5 else 24
+    return f"hsl({hue} 85% 48% / {0.06 + 0.94 * min(abs(v - 0.5) * 2, 1.0):.2f})"
+
+
+def _excerpt(text: str, limit: int = 110) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+class _View:
+    """What the template reads: the answer, its sources in card order, rows and cards."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.sources = sorted(answer.sources, key=lambda s: s.rank)
+        self.threshold = answer.hallucination.threshold
+        kind = answer.answer_kind if answer.answer_kind in KINDS else "generated"
+        self.kind = "refusal" if kind == "generated" and answer.abstained else kind
+        self.evidence_mode = any(s.evidence for s in answer.sentences)
+        self.placed: dict[int, list[_Span]] = {n: [] for n in range(1, len(self.sources) + 1)}
+        self.unplaced: dict[int, list[int]] = {}  # sentence -> its evidence indexes not found
+        self._place()
+
+    def _card_of(self, chunk_id: int) -> int | None:
+        return next((n for n, s in enumerate(self.sources, 1) if s.chunk_id == chunk_id), None)
+
+    def _place(self) -> None:
+        for i, s in enumerate(self.answer.sentences):
+            if self.evidence_mode:
+                for j, ev in enumerate(s.evidence):
+                    n = self._card_of(ev.chunk_id)
+                    at = _locate(ev.text, self.sources[n - 1], ev.char_start) if n else None
+                    if n is None or at is None:
+                        self.unplaced.setdefault(i, []).append(j)
+                    else:
+                        self.placed[n].append(_Span(at[0], at[1], "ev", i, _clip01(ev.mass)))
+                continue
+            for n in _citations(s.text):
+                if 1 <= n <= len(self.sources):
+                    span = _best_span(self.sources[n - 1].text, s.text)
+                    if span is not None:
+                        self.placed[n].append(_Span(span[0], span[1], "span", i))
+        if self.kind == "quotes":
+            for m in _QUOTE.finditer(self.answer.answer):
+                n = int(m.group(2))
+                if 1 <= n <= len(self.sources) and (at := _locate(m.group(1), self.sources[n - 1])):
+                    self.placed[n].append(_Span(at[0], at[1], "quote"))
 
     def support(self, s: SentenceAttribution) -> list[float]:
         """The sentence's support per source, in card order (missing chunk ids count as 0)."""
         return [float(s.support.get(src.chunk_id, 0.0)) for src in self.sources]
 
+    def level(self, risk: float, flagged: bool) -> str:
+        return risk_level(risk, flagged, self.threshold)
 
-def _header_badge(v: _View) -> str:
-    h = v.answer.hallucination
-    level = risk_level(h.risk, h.flagged, v.threshold)
-    status = {"high": "Flagged", "mid": "Borderline", "low": "Grounded"}[level]
-    n_flagged = sum(s.flagged for s in v.answer.sentences)
-    counts = (
-        f"{n_flagged} of {len(v.answer.sentences)} sentence{'s' if len(v.answer.sentences) != 1 else ''}"
-        " flagged"
-        if v.answer.sentences
-        else "no sentences scored"
-    )
-    return (
-        f'<div class="badge risk-{level}" style="--h:{risk_hue(h.risk, v.threshold)}" '
-        f'role="status" aria-label="overall hallucination risk {h.risk:.2f}, {status.lower()}">'
-        f'<div class="badge-top"><span class="badge-label">Hallucination risk</span>'
-        f'<span class="pill">{status}</span></div>'
-        f'<div class="badge-num">{h.risk:.2f}</div>'
-        f'<div class="badge-meta">threshold {h.threshold:.2f} · {counts}</div>'
-        f'<div class="badge-meta method" title="detector method">{_e(h.method)}</div>'
-        "</div>"
-    )
+    def hue(self, risk: float) -> int:
+        return risk_hue(risk, self.threshold)
 
+    def segments(self) -> list[tuple[list[str | list[int]], int | None]]:
+        return [(_cited(text), i) for text, i in _segments(self.answer)]
 
-def _timings(v: _View) -> str:
-    t = v.answer.timings
-    parts = [
-        ("retrieve", t.retrieve_ms),
-        ("prefill", t.prefill_ms),
-        ("decode", t.decode_ms),
-        ("attribute", t.attribute_ms),
-    ]
-    total = t.total_ms or sum(ms for _, ms in parts)
-    bar = "".join(
-        f'<i class="t-{name}" style="width:{100 * ms / total:.2f}%" title="{name} {format_ms(ms)}"></i>'
-        for name, ms in parts
-        if total > 0 and ms > 0
-    )
-    labels = "".join(
-        f'<li><span class="dot t-{name}"></span>{name} <b>{format_ms(ms)}</b></li>' for name, ms in parts
-    )
-    return (
-        f'<div class="timings"><div class="tbar" aria-hidden="true">{bar}</div>'
-        f'<ul class="tlist">{labels}<li class="total">total <b>{format_ms(t.total_ms)}</b></li></ul></div>'
-    )
+    def cited(self, text: str) -> list[str | list[int]]:
+        return _cited(text)
 
+    def rows(self) -> list[_Row]:
+        rows = []
+        for i, s in enumerate(self.answer.sentences):
+            support = self.support(s)
+            top = None
+            if support and max(support) > 0:
+                k = max(range(len(support)), key=support.__getitem__)
+                top = (k + 1, format_share(support[k]))
+            evidence = [
+                (self._card_of(ev.chunk_id), format_share(ev.mass), _excerpt(ev.text)) for ev in s.evidence
+            ]
+            grid = _head_grid(s.heads)
+            rows.append(_Row(i, s, self.level(s.risk, s.flagged), self.hue(s.risk), top, evidence, grid,
+                             _top_heads(grid) if grid else ""))  # fmt: skip
+        return rows
 
-def _abstained(v: _View) -> str:
-    a = v.answer
-    if not a.abstained:
-        return ""
-    draft = ""
-    if a.draft:
-        draft = (
-            '<details class="draft"><summary>Show the held-back draft</summary>'
-            f'<p class="draft-text">{_with_citations(a.draft, len(v.sources))}</p></details>'
-        )
-    return (
-        '<div class="notice" role="note"><strong>Abstained.</strong> '
-        "The system declined to answer rather than guess: the retrieved sources did not support an "
-        f"answer it could stand behind.{draft}</div>"
-    )
-
-
-def _answer_html(v: _View) -> str:
-    pieces = []
-    for text, i in _segments(v.answer):
-        if i is None:
-            pieces.append(_with_citations(text, len(v.sources)))
-            continue
-        s = v.answer.sentences[i]
-        level = risk_level(s.risk, s.flagged, v.threshold)
-        state = f"flagged: risk ≥ {v.threshold:.2f}" if s.flagged else "not flagged"
-        tip = f"Sentence {i + 1} · risk {s.risk:.2f} ({state}) · lookback {s.lookback:.2f}"
-        flag = (
-            '<span class="flag" aria-hidden="true">!</span><span class="sr">flagged: </span>'
-            if s.flagged
-            else ""
-        )
-        pieces.append(
-            f'<span class="sent risk-{level}{" flagged" if s.flagged else ""}" data-s="{i}" '
-            f'style="--h:{risk_hue(s.risk, v.threshold)}" tabindex="0" role="button" aria-pressed="false" '
-            f'title="{_e(tip)}" data-risk="{s.risk:.3f}" data-lookback="{s.lookback:.3f}">'
-            f"{flag}{_with_citations(text, len(v.sources))}</span>"
-        )
-    return "".join(pieces)
-
-
-def _sentence_rows(v: _View) -> str:
-    if not v.answer.sentences:
-        return ""
-    rows = []
-    for i, s in enumerate(v.answer.sentences):
-        level = risk_level(s.risk, s.flagged, v.threshold)
-        support = v.support(s)
-        top = max(range(len(support)), key=support.__getitem__) if support and max(support) > 0 else None
-        if top is None:
-            top_html = '<span class="top muted">no source support</span>'
-        else:
-            share = format_share(support[top])
-            top_html = f'<span class="top">mostly <span class="chip">{top + 1}</span> {share}</span>'
-
-        rows.append(
-            f'<li><button type="button" class="srow risk-{level}" data-s="{i}" '
-            f'style="--h:{risk_hue(s.risk, v.threshold)}" aria-pressed="false">'
-            f'<span class="snum">S{i + 1}</span>'
-            f'<span class="meter" title="risk {s.risk:.2f}">'
-            f'<i style="width:{100 * min(max(s.risk, 0), 1):.1f}%"></i></span>'
-            f'<span class="rval">{s.risk:.2f}{" ⚑" if s.flagged else ""}</span>'
-            f'<span class="lb" title="lookback ratio: attention on sources vs. on its own text">'
-            f"lookback {s.lookback:.2f}</span>{top_html}</button></li>"
-        )
-    return (
-        '<section class="panel sentences" aria-label="Sentences"><h2>Sentences</h2>'
-        f'<ol class="srows">{"".join(rows)}</ol></section>'
-    )
-
-
-def _legend(v: _View) -> str:
-    t = min(max(v.threshold, 0.0), 1.0)
-    return (
-        '<div class="legend" aria-hidden="true"><span>low risk</span>'
-        f'<span class="scale" style="--t:{100 * t:.1f}%">'
-        f'<i class="tick" title="threshold {t:.2f}"></i></span>'
-        f'<span>high</span><span class="thr">tick = threshold {t:.2f}</span></div>'
-    )
-
-
-def _source_card(v: _View, n: int, src: Source, spans: list[tuple[int, int, int]]) -> str:
-    folder, name = _split_path(src.path)
-    title = src.title.strip()
-    show_title = bool(title) and title != name
-    loc = []
-    if src.page is not None:
-        loc.append(f"p. {_e(src.page)}")
-    if src.heading:
-        loc.append(f"§ {_e(src.heading)}")
-    matched = {i for _, _, i in spans}
-    cited_by = [i for i, s in enumerate(v.answer.sentences) if n in _citations(s.text)]
-    chips = []
-    for i in cited_by:
-        if i in matched:
-            chips.append(f'<button type="button" class="sref" data-s="{i}">S{i + 1}</button>')
-        else:
-            chips.append(
-                f'<button type="button" class="sref nomatch" data-s="{i}" '
-                f'title="S{i + 1} cites this source, but no line here shares its words">S{i + 1}</button>'
+    def cards(self) -> list[_Card]:
+        cards = []
+        for n, src in enumerate(self.sources, 1):
+            folder, name = _split_path(src.path)
+            title = src.title.strip()
+            loc = ([f"p. {src.page}"] if src.page is not None else []) + (
+                [f"§ {src.heading}"] if src.heading else []
             )
-    cited_html = f'<div class="citedby">cited by {"".join(chips)}</div>' if chips else ""
-    mass = src.attention_mass
-    width = 0.0 if mass is None or not math.isfinite(mass) else 100 * min(max(mass, 0.0), 1.0)
-    long_text = len(src.text) > CLAMP_CHARS
-    return (
-        f'<article class="card" id="src-{n}" data-n="{n}" data-chunk="{src.chunk_id}">'
-        f'<header class="card-h"><span class="rank" title="rank {src.rank}">{n}</span>'
-        '<div class="ttl">'
-        f'<div class="fname" title="{_e(src.path)}">{_e(name or src.path)}</div>'
-        + (f'<div class="title">{_e(title)}</div>' if show_title else "")
-        + (f'<div class="dir">{_e(folder)}</div>' if folder else "")
-        + (f'<div class="loc">{" · ".join(loc)}</div>' if loc else "")
-        + "</div>"
-        f'<div class="score" title="retrieval score">score<b>{src.score:.3f}</b></div></header>'
-        '<div class="att">'
-        '<span class="att-l">attention</span>'
-        f'<span class="track" role="img" aria-label="{format_share(mass)} of the answer\'s attention">'
-        f'<i class="fill" style="width:{width:.1f}%"></i><i class="sfill"></i></span>'
-        f'<span class="att-v">{format_share(mass)}</span>'
-        '<span class="s-v" aria-live="polite"></span></div>'
-        f"{cited_html}"
-        f'<div class="chunk{" long" if long_text else ""}" tabindex="-1">{_chunk_html(src.text, spans)}</div>'
-        + (
-            '<button type="button" class="more" aria-expanded="false" hidden>Show full chunk</button>'
-            if long_text
-            else ""
-        )
-        + "</article>"
-    )
+            spans = self.placed[n]
+            lit = {s.sentence for s in spans}
+            cited_by = [(i, i in lit) for i, s in enumerate(self.answer.sentences) if n in _citations(s.text)]
+            by_sentence: dict[int, float] = {}
+            for sp in spans:
+                if sp.kind == "ev" and sp.sentence is not None:
+                    by_sentence[sp.sentence] = by_sentence.get(sp.sentence, 0.0) + sp.mass
+            mass = src.attention_mass
+            cards.append(
+                _Card(
+                    n=n,
+                    src=src,
+                    folder=folder,
+                    name=name or src.path,
+                    show_title=bool(title) and title != name,
+                    loc=loc,
+                    cited_by=cited_by,
+                    evidence_for=sorted(by_sentence.items()),
+                    pieces=_pieces(src.text, spans),
+                    heuristic=any(sp.kind == "span" for sp in spans),
+                    quoted=any(sp.kind == "quote" for sp in spans),
+                    width=0.0 if mass is None else 100 * _clip01(mass),
+                    long=len(src.text) > CLAMP_CHARS,
+                )
+            )
+        return cards
 
+    def timings(self) -> tuple[list[tuple[str, float, float]], float]:
+        """(name, ms, percent of the bar) per phase, and the total."""
+        t = self.answer.timings
+        parts = [("retrieve", t.retrieve_ms), ("prefill", t.prefill_ms), ("decode", t.decode_ms),
+                 ("attribute", t.attribute_ms)]  # fmt: skip
+        total = t.total_ms or sum(ms for _, ms in parts)
+        return [(name, ms, 100 * ms / total if total > 0 else 0.0) for name, ms in parts], t.total_ms
 
-def _data(v: _View) -> str:
-    """The JSON the script reads, safe inside <script type="application/json">."""
-    data: dict[str, Any] = {
-        "threshold": v.threshold,
-        "sources": [{"n": n, "chunk_id": s.chunk_id} for n, s in enumerate(v.sources, 1)],
-        "sentences": [
-            {
+    def data(self) -> Markup:
+        """The JSON the script reads, safe inside <script type="application/json">."""
+        sentences = []
+        for i, s in enumerate(self.answer.sentences):
+            evidence = [
+                {"n": n, "start": sp.start, "end": sp.end, "mass": sp.mass}
+                for n, spans in self.placed.items()
+                for sp in spans
+                if sp.kind == "ev" and sp.sentence == i
+            ]
+            sentences.append({
                 "risk": s.risk,
                 "lookback": s.lookback,
                 "flagged": s.flagged,
-                "support": v.support(s),
-                "cites": [n for n in _citations(s.text) if 1 <= n <= len(v.sources)],
-            }
-            for s in v.answer.sentences
-        ],
-    }
-    text = json.dumps(data, ensure_ascii=True, allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+                "support": self.support(s),
+                "cites": [n for n in _citations(s.text) if 1 <= n <= len(self.sources)],
+                "evidence": evidence,
+            })
+        data: dict[str, Any] = {
+            "threshold": self.threshold,
+            "kind": self.kind,
+            "sources": [{"n": n, "chunk_id": s.chunk_id} for n, s in enumerate(self.sources, 1)],
+            "sentences": sentences,
+        }
+        text = json.dumps(data, ensure_ascii=True, allow_nan=False)
+        return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+# ---- rendering
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("rag", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(format_share=format_share, format_ms=format_ms, head_colour=head_colour)
+    return env
+
+
+@lru_cache(maxsize=1)
+def _assets() -> tuple[Markup, Markup, str]:
+    """The page's CSS, its one executable script, and the script's CSP hash."""
+    root = resources.files("rag").joinpath("templates")
+    css = root.joinpath("report.css").read_text(encoding="utf-8")
+    script = root.joinpath("report.js").read_text(encoding="utf-8")
+    if "</" in script or "</style" in css.lower():
+        raise RuntimeError("report.js / report.css must not contain a closing tag")
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    # trusted, packaged text: inserted as is, so the script hashes exactly as served
+    return Markup(css), Markup(script), f"'sha256-{digest}'"
+
+
+def render_html(answer: Answer) -> str:
+    """The whole report for ``answer`` as one self-contained HTML page (a str; write it as UTF-8)."""
+    v = _View(_sanitised(answer))
+    css, script, script_hash = _assets()
+    return _environment().get_template("report.html").render(
+        v=v,
+        a=v.answer,
+        css=css,
+        script=script,
+        script_hash=script_hash,
+        created=_format_time(v.answer.created_at),
+        data=v.data(),
+    )
 
 
 def _clean(x: float, default: float = 0.0) -> float:
     """x, or ``default`` when it is NaN or infinite."""
     return float(x) if math.isfinite(x) else default
-
-
-@lru_cache(maxsize=1)
-def _template() -> tuple[Template, str]:
-    """The page template and the CSP hash of its (only) executable script."""
-    text = resources.files("rag").joinpath("templates/report.html").read_text(encoding="utf-8")
-    scripts = re.findall(r"<script>(.*?)</script>", text, flags=re.S)
-    if len(scripts) != 1:
-        raise RuntimeError("report.html must hold exactly one executable <script>")
-    digest = base64.b64encode(hashlib.sha256(scripts[0].encode("utf-8")).digest()).decode("ascii")
-    return Template(text), f"'sha256-{digest}'"
-
-
-def render_html(answer: Answer) -> str:
-    """The whole report for ``answer`` as one self-contained HTML page (a str; write it as UTF-8)."""
-    answer = _sanitised(answer)
-    sources = sorted(answer.sources, key=lambda s: s.rank)
-    v = _View(answer, sources, answer.hallucination.threshold)
-
-    spans: dict[int, list[tuple[int, int, int]]] = {n: [] for n in range(1, len(sources) + 1)}
-    for i, s in enumerate(answer.sentences):
-        for n in _citations(s.text):
-            if 1 <= n <= len(sources):
-                span = _best_span(sources[n - 1].text, s.text)
-                if span is not None:
-                    spans[n].append((span[0], span[1], i))
-
-    cards = "".join(_source_card(v, n, src, spans[n]) for n, src in enumerate(sources, 1))
-    model = answer.model or {}
-    models = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(val)}</dd></div>" for k, val in model.items() if val)
-    sink = answer.attention_sink
-    template, script_hash = _template()
-    return template.substitute(
-        title=_e(f"sightline report: {answer.question[:80]}"),
-        script_hash=script_hash,
-        answer_id=_e(answer.id),
-        question=_e(answer.question),
-        badge=_header_badge(v),
-        models=models,
-        created_iso=_e(answer.created_at),
-        created=_e(_format_time(answer.created_at)),
-        timings=_timings(v),
-        abstained=_abstained(v),
-        answer_html=_answer_html(v) if answer.answer.strip() else '<span class="muted">(empty answer)</span>',
-        legend=_legend(v) if answer.sentences else "",
-        sentence_rows=_sentence_rows(v),
-        hint="Hover, focus or tap a sentence to light up the sources it looked at."
-        if answer.sentences
-        else "No sentence-level attribution for this answer.",
-        n_sources=len(sources),
-        source_cards=cards or '<p class="muted">No sources were retrieved.</p>',
-        sink=format_share(sink),
-        sink_class="" if sink > 0 else " hidden",
-        data=_data(v),
-    )
 
 
 def _sanitised(answer: Answer) -> Answer:
@@ -488,6 +512,8 @@ def _sanitised(answer: Answer) -> Answer:
     for s in a.sentences:
         s.risk, s.lookback = _clean(s.risk), _clean(s.lookback)
         s.support = {int(k): _clean(x) for k, x in s.support.items()}
+        for ev in s.evidence:
+            ev.mass = _clean(ev.mass)
     for src in a.sources:
         src.score = _clean(src.score)
         if src.attention_mass is not None:

@@ -6,8 +6,9 @@
     python scripts/screenshot_report.py answer.json /tmp/a.png --width 420 --dark
     python scripts/screenshot_report.py demo /tmp/r.png --html /tmp/r.html     # keep the page too
 
-SOURCE is ``demo`` (a built-in Answer with three sources, three sentences, one flagged), ``demo-abstained``
-(the same answer held back for its risk) or a file with an
+SOURCE is ``demo`` (a built-in Answer with three sources, three sentences, one flagged, each sentence with
+its evidence spans and a 30 × 9 per-head lookback grid), ``demo-quotes`` (the same answer held back for its
+risk and replaced by verbatim quotes), ``demo-abstained`` (held back with nothing to quote) or a file with an
 Answer as JSON (what ``rag ask --json`` / ``rag report ID --json`` print). ``--focus N`` opens the page at
 ``#focus=N``, which the page honours by pre-selecting sentence N, as hovering it would. Needs
 ``chromium`` (Debian: ``apt-get install -y chromium``) or a path in ``$CHROMIUM``.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -28,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.report import render_html
-from rag.types import Answer, Hallucination, SentenceAttribution, Source, Timings
+from rag.types import Answer, Evidence, Hallucination, SentenceAttribution, Source, Timings
 
 _LEAVE = (
     "Annual leave\n\n"
@@ -83,6 +85,56 @@ def _source(
     )
 
 
+def _evidence(source: Source, text: str, mass: float) -> Evidence:
+    at = source.char_start + source.text.index(text)
+    return Evidence(source.chunk_id, source.document_id, source.path, at, at + len(text), text, mass)
+
+
+def _heads(grounded: float, layers: int = 30, heads: int = 9) -> list[list[float]]:
+    """A plausible (layers × heads) lookback grid: most heads near even, a few mid-layer heads that
+    look back at the sources (more of them the better grounded the sentence), a few that look at the
+    answer itself."""
+    grid = []
+    for layer in range(layers):
+        row = []
+        for h in range(heads):
+            wobble = 0.08 * math.sin(1.7 * layer + 2.3 * h) + 0.05 * math.cos(0.9 * layer * h)
+            retrieval = grounded * math.exp(-(((layer - 14 - h % 3) / 4.0) ** 2)) * (h in (1, 4, 6))
+            local = 0.3 * (layer > 22 and h in (2, 7))
+            row.append(round(min(max(0.5 + wobble + 0.4 * retrieval - local, 0.02), 0.97), 2))
+        grid.append(row)
+    return grid
+
+
+def _sources() -> list[Source]:
+    """The demo's three chunks; the leave policy chunk starts 1,840 characters into its document."""
+    leave, faq, onboarding = [
+        _source(
+            1,
+            101,
+            "handbook/policies/leave-policy.md",
+            "Leave policy",
+            _LEAVE,
+            0.812,
+            0.57,
+            heading="Annual leave",
+        ),
+        _source(2, 205, "hr/faq/benefits-faq-2025.pdf", "Benefits FAQ 2025", _FAQ, 0.744, 0.29, page=4),
+        _source(
+            3,
+            311,
+            "engineering/onboarding.md",
+            "Onboarding checklist",
+            _ONBOARDING,
+            0.391,
+            0.14,
+            heading="Your first week",
+        ),
+    ]
+    leave.char_start, leave.char_end = 1840, 1840 + len(leave.text)
+    return [leave, faq, onboarding]
+
+
 def demo_answer() -> Answer:
     """A realistic Answer: three sources, three sentences, the last one made up and flagged."""
     text = (
@@ -102,35 +154,31 @@ def demo_answer() -> Answer:
         sentences.append(
             SentenceAttribution(body, start, start + len(body), support, lookback, risk, flagged)
         )
+    leave, faq, onboarding = _sources()
+    evidence = [
+        [
+            _evidence(leave, "Every employee on a permanent contract is entitled to 25 days of paid annual "
+                      "leave per calendar year, in addition to public holidays.", 0.58),
+            _evidence(leave, "Employees who join during the year receive a pro-rated allowance for their "
+                      "first year, rounded up to the nearest half day.", 0.24),
+        ],
+        [
+            _evidence(leave, "Up to 5 unused days may be carried over into the next calendar year.", 0.46),
+            _evidence(faq, "A: Carried-over days are added to your new allowance on 1 January and are used "
+                      "first.", 0.27),
+        ],
+        [_evidence(faq, "They do not expire separately, but the 5-day carry-over limit applies again at the "
+                   "end of the year.", 0.31)],
+    ]  # fmt: skip
+    for sentence, spans, grounded in zip(sentences, evidence, (1.0, 0.8, 0.15), strict=True):
+        sentence.evidence, sentence.heads = spans, _heads(grounded)
     return Answer(
         id="3f9c2b7e41d04a6f9f0e2c8d5a1b7e60",
         question="How many vacation days do new employees get, and can unused days be carried over?",
         answer=text,
         created_at="2025-03-14T09:26:53.512000+00:00",
         model={"generator": "SmolLM2-135M-Instruct (Q4_1 → fp32)", "embedder": "all-MiniLM-L6-v2"},
-        sources=[
-            _source(
-                1,
-                101,
-                "handbook/policies/leave-policy.md",
-                "Leave policy",
-                _LEAVE,
-                0.812,
-                0.57,
-                heading="Annual leave",
-            ),
-            _source(2, 205, "hr/faq/benefits-faq-2025.pdf", "Benefits FAQ 2025", _FAQ, 0.744, 0.29, page=4),
-            _source(
-                3,
-                311,
-                "engineering/onboarding.md",
-                "Onboarding checklist",
-                _ONBOARDING,
-                0.391,
-                0.14,
-                heading="Your first week",
-            ),
-        ],
+        sources=[leave, faq, onboarding],
         sentences=sentences,
         hallucination=Hallucination(
             risk=0.83, flagged=True, method="lookback-lens (logistic, 30 layers)", threshold=0.5
@@ -142,10 +190,22 @@ def demo_answer() -> Answer:
     )
 
 
-def demo_abstained() -> Answer:
-    """The demo answer held back: high risk, so the page shows the abstention and the draft."""
+def demo_quotes() -> Answer:
+    """The demo answer held back for its risk; the user gets the draft's evidence verbatim instead."""
     answer = demo_answer()
-    answer.abstained = True
+    quotes = [answer.sentences[0].evidence[0], answer.sentences[1].evidence[0]]
+    chunk_ids = [s.chunk_id for s in answer.sources]
+    cited = " ".join(f"“{q.text}” [{chunk_ids.index(q.chunk_id) + 1}]" for q in quotes)
+    answer.abstained, answer.answer_kind = True, "quotes"
+    answer.draft, answer.sentences = answer.answer, []
+    answer.answer = f"I could not verify a generated answer. Your documents say: {cited}"
+    return answer
+
+
+def demo_abstained() -> Answer:
+    """The demo answer held back with nothing to quote: the page shows the abstention and the draft."""
+    answer = demo_answer()
+    answer.abstained, answer.answer_kind = True, "refusal"
     answer.draft, answer.sentences = answer.answer, []
     answer.answer = (
         "I can't give a reliable answer from your documents: the draft answer did not draw on the "
@@ -154,7 +214,7 @@ def demo_abstained() -> Answer:
     return answer
 
 
-DEMOS = {"demo": demo_answer, "demo-abstained": demo_abstained}
+DEMOS = {"demo": demo_answer, "demo-quotes": demo_quotes, "demo-abstained": demo_abstained}
 
 
 def find_chromium() -> str:
