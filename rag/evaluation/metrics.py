@@ -14,13 +14,17 @@ NAN_INTERVAL: Interval = (float("nan"), float("nan"))
 
 
 def auroc(scores: Scores, labels: Labels) -> float:
-    """Area under the ROC curve (positive = label 1 scores higher); NaN when a class is absent."""
-    from sklearn.metrics import roc_auc_score
+    """Area under the ROC curve: the chance that a random positive (label 1) scores above a random
+    negative, ties counting half (the Mann-Whitney rank form: fast enough to bootstrap a thousand
+    times, where sklearn's roc_auc_score takes milliseconds a call). NaN when a class is absent."""
+    from scipy.stats import rankdata
 
     y = np.asarray(labels, dtype=bool)
-    if y.all() or not y.any():
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
         return float("nan")
-    return float(roc_auc_score(y, np.asarray(scores, dtype=np.float64)))
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def auroc_ci(scores: Scores, labels: Labels, n_boot: int = 1000, seed: int = 0) -> Interval:
