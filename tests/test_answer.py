@@ -88,18 +88,3 @@ def test_attribute_rates_a_contradicting_answer_riskier(rag: Rag) -> None:
         rag.attribute(question, "Grace Darling.", chunk_ids=[10**9])
 
 
-def test_a_second_sentence_is_judged_on_what_it_says(rag: Rag) -> None:
-    """A later sentence has the answer so far to look back on; a faithful one must not be flagged for
-    that, and an invented one after the same faithful opening must be."""
-    question = "Who rowed out to rescue the survivors of the Forfarshire?"
-    chunk = rag.search(question, k=1)[0]
-    opening = "Grace Darling and her father rowed out to the wreck."
-    said = {
-        kind: rag.attribute(question, f"{opening} {second}", chunk_ids=[chunk.chunk_id]).sentences[1]
-        for kind, second in [
-            ("faithful", "In two trips they brought nine people to safety."),
-            ("invented", "The Royal Navy later gave them a steam yacht from Portsmouth."),
-        ]
-    }
-    assert not said["faithful"].flagged and said["invented"].flagged, said
-    assert said["invented"].risk > said["faithful"].risk
