@@ -121,6 +121,11 @@ class QuestionResult:
     label: int | None  # own_label: 0 grounded, 1 not, None unlabelled
     risk: float | None  # the draft's answer risk (None when nothing was generated)
     seconds: float
+    # answerable drafts only: the top evidence span of the sentence naming the gold answer covers a
+    # gold answer's offset in its paragraph (None: not a correct draft, or no evidence)
+    evidence_hit: bool | None = None
+    # answerable drafts only: the quotes that would replace the draft if held back contain the gold
+    quotes_hit: bool | None = None
 
 
 @dataclass
@@ -207,6 +212,8 @@ class SquadReport:
     abstention: Estimate  # unanswerable questions abstained on
     false_abstention: Estimate  # answerable questions abstained on
     flagged_precision: float  # share of flagged drafts that are bad (labelled drafts)
+    evidence_precision: Estimate  # correct drafts whose top evidence span holds the gold answer
+    quotes_useful: Estimate  # held-back answerable drafts whose quotes contain a gold answer
     risk_auroc: Estimate  # bad vs good drafts (own_label), the risk the product reports
     length_auroc: Estimate  # baseline: answer length in tokens alone
     lookback_auroc: Estimate  # baseline: untrained 1 - pooled lookback ratio
@@ -254,6 +261,9 @@ def summarise(
     lookback = [1.0 - float(own.answers[i].lookback.mean()) for i in labelled]  # type: ignore[union-attr]
     flagged = [yy for yy, rr in zip(y, risk_l, strict=True) if rr >= detector.threshold]
     useful = [i for i in ans if not abstained[i] and results[i].contains]
+    hits = [bool(results[i].evidence_hit) for i in ans if results[i].evidence_hit is not None]
+    held = [i for i in ans if (r := risks[i]) is not None and r >= level and not results[i].declined]
+    quoted = [bool(results[i].quotes_hit) for i in held if results[i].quotes_hit is not None]
     return SquadReport(
         n=len(results),
         n_answerable=len(ans),
@@ -268,6 +278,8 @@ def summarise(
         abstention=Estimate(*share(sum(abstained[i] for i in una), len(una)), len(una)),
         false_abstention=Estimate(*share(sum(abstained[i] for i in ans), len(ans)), len(ans)),
         flagged_precision=_mean([float(f) for f in flagged]),
+        evidence_precision=Estimate(*share(sum(hits), len(hits)), len(hits)),
+        quotes_useful=Estimate(*share(sum(quoted), len(quoted)), len(quoted)),
         risk_auroc=_auroc(risk_l, y),
         length_auroc=_auroc(length, y),
         lookback_auroc=_auroc(lookback, y),
@@ -362,6 +374,7 @@ def run_questions(
                     label=own_label(answerable, answer.answer, golds, is_declined) if drafts else None,
                     risk=answer.hallucination.risk if drafts else None,
                     seconds=time.perf_counter() - q0,
+                    **(_evidence_checks(answer, drafts[0], row, golds) if drafts and answerable else {}),
                 )
             )
             gen = drafts[0] if drafts else None
@@ -377,6 +390,23 @@ def run_questions(
             say(f"[{i}/{len(rows)}] {'A' if answerable else 'U'} {outcome}  {r.seconds:.1f} s "
                 f"(total {time.perf_counter() - t0:.0f} s)  {row['question'][:50]!r} -> {text[:60]!r}")
         return own, summary.documents, pipeline.generator.name, pipeline.detector
+
+
+def _evidence_checks(answer: Any, draft: Any, row: dict[str, Any], golds: Sequence[str]) -> dict[str, Any]:
+    """evidence_hit and quotes_hit of an answerable draft (see QuestionResult)."""
+    from rag.attribution import evidence_spans
+
+    gold_file, starts = paragraph_file(row), row["answers"]["answer_start"]
+    spans = [(s, s + len(t)) for s, t in zip(starts, row["answers"]["text"], strict=False)]
+    hit = None
+    naming = [s for s in answer.sentences if contains_answer(strip_citations(s.text), golds)]
+    if naming and naming[0].evidence:
+        top = naming[0].evidence[0]
+        hit = Path(top.path).name == gold_file and any(
+            top.char_start <= lo and hi <= top.char_end for lo, hi in spans
+        )
+    quotes = evidence_spans(draft, answer.sources, limit=2)
+    return {"evidence_hit": hit, "quotes_hit": contains_answer(" ".join(q.text for q in quotes), golds)}
 
 
 def evaluate(
@@ -415,6 +445,8 @@ def format_report(r: SquadReport) -> str:
             f"  baseline: length alone       {_est(r.length_auroc)}",
             f"  baseline: 1 - lookback       {_est(r.lookback_auroc)}   (untrained)",
             f"flag precision                 {r.flagged_precision:.3f}   (flagged drafts that are bad)",
+            f"evidence precision             {_est(r.evidence_precision)}   (correct: top span has gold)",
+            f"quote fallback useful          {_est(r.quotes_useful)}   (held back: quotes have gold)",
             f"detector: {r.detector}",
         ]
     )
