@@ -7,11 +7,13 @@ hash), so a paragraph never sits on both sides. Steps:
 
 1. For each feature set (rag.detect.FEATURE_SETS) and regularisation C, out-of-fold answer risks on
    TRAIN with folds grouped by article; the best out-of-fold AUROC chooses.
-2. The chosen detector is refitted on all of TRAIN; its flag threshold (precision of flags >= 0.7)
-   and abstention level (false abstention <= 0.2) are set on the out-of-fold risks.
+2. The chosen detector is refitted on all of TRAIN; its flag threshold (flags right halfway from
+   the base rate to certainty, at least 0.7 of the time) and abstention level (false abstention
+   <= 0.2) are set on the out-of-fold risks.
 3. VAL, untouched until now, gives the figures next to both baselines: answer length alone and the
-   untrained 1 - pooled lookback ratio. If the trained detector's AUROC does not beat both there, the
-   untrained score ships instead (its thresholds calibrated on TRAIN the same way).
+   untrained 1 - pooled lookback ratio. Unless the trained detector beats both out of fold and on
+   VAL, with at least MIN_PER_CLASS drafts of each class there, the untrained score ships instead
+   (its thresholds calibrated on TRAIN the same way).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 FLAG_PRECISION = 0.7
 FLAG_PRECISION_GAIN = 0.5
 MAX_FALSE_ABSTENTION = 0.2  # at most this share of answerable questions is held back
+# fewer validation drafts of either class than this, and an AUROC says nothing (its interval spans
+# most of [0, 1]): the trained detector does not ship on such evidence
+MIN_PER_CLASS = 20
 
 
 @dataclass
@@ -154,7 +159,8 @@ def train_own(
     val_trained = summarise(val, trained, generator=generator)
     val_baseline = summarise(val, baseline, generator=generator)
     best_baseline = max(val_trained.length_auroc.value, val_trained.lookback_auroc.value)
-    beats = val_trained.risk_auroc.value > best_baseline
+    enough = min(val_trained.n_bad, val_trained.n_good) >= MIN_PER_CLASS
+    beats = enough and cv_auroc > max(cv_baseline, cv_length) and val_trained.risk_auroc.value > best_baseline
     shipped, report = (trained, val_trained) if beats else (baseline, val_baseline)
     shipped.meta = {
         "generator": generator,
@@ -163,7 +169,8 @@ def train_own(
         "labels": "rag.evaluation.squad.own_label: gold contained = grounded; token-F1 0 or an "
         "unanswerable question answered = not grounded",
         "chosen_by": "out-of-fold AUROC, folds grouped by article" if beats else
-        "the trained detector did not beat both baselines on the validation split",
+        "untrained: the trained detector did not beat both baselines out of fold and on validation, "
+        f"or validation had under {MIN_PER_CLASS} drafts of a class",
         "feature_set": feature_set, "c": c, "cv_auroc": round(cv_auroc, 4),
         "cv_baseline_auroc": round(cv_baseline, 4), "cv_length_auroc": round(cv_length, 4),
         "threshold_target": f"precision of flags >= {flag_precision_target(float(y.mean())):.3f}, halfway "
