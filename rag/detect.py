@@ -144,8 +144,10 @@ class Detector:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """x: (F,) or (N, F) vectors of `feature_set` -> risk () or (N,) in [0, 1] (trained only)."""
         assert self.mean is not None and self.scale is not None and self.coef is not None
+        from scipy.special import expit  # the logistic function, without overflow warnings
+
         z = (np.asarray(x, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
-        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.coef) + self.intercept)))
+        return expit(z @ np.asarray(self.coef) + self.intercept)
 
     @classmethod
     def fit(
