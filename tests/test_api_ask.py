@@ -164,9 +164,7 @@ def test_upload_then_a_question_is_answered_from_it(client: httpx.Client) -> Non
     answer = client.post("/v1/ask", json={"question": question}).json()
     assert answer["sources"][0]["document_id"] == document_id
     assert answer["sources"][0]["attention_mass"] > 0.5
-    # the generator read the upload; whether the detector lets the answer through is its own test
-    said = answer["draft"] if answer["abstained"] else answer["answer"]
-    assert "Elin" in said, answer
+    # that the answer names the keeper is the default generator's test (test_default_generator.py)
 
 
 def test_attribute_an_answer_written_elsewhere(client: httpx.Client, pharos: dict[str, Any]) -> None:

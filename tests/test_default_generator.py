@@ -61,3 +61,14 @@ def test_a_second_sentence_is_judged_on_what_it_says(rag: Rag) -> None:
     }
     assert not said["faithful"].flagged and said["invented"].flagged, said
     assert said["invented"].risk > said["faithful"].risk
+
+
+def test_an_ingested_file_answers_a_question_only_it_can(rag: Rag, tmp_path: Path) -> None:
+    from tests.test_api_ask import MADE_UP
+
+    (tmp_path / "varnholm.md").write_text(MADE_UP, encoding="utf-8")
+    rag.ingest([tmp_path])
+    answer = rag.ask("Who was the keeper of the Varnholm light from 1911 to 1934?")
+    assert Path(answer.sources[0].path).name == "varnholm.md"
+    said = answer.draft if answer.abstained else answer.answer  # the generator read the file
+    assert said and "Elin" in said, answer
