@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,3 +159,26 @@ def run_statuses(settings: Settings) -> list[str]:
             return list(conn.scalars(sa.select(IngestRun.status).order_by(IngestRun.id)))
     finally:
         engine.dispose()
+
+
+@contextmanager
+def serving(command: list[str], env: dict[str, str]) -> Iterator[str]:
+    """`rag serve` (command, ending in its options) on a free port; yields its base URL. On the way
+    out the server is stopped, and a traceback in its stderr fails the test."""
+    from api.testing import free_port, wait_ready
+
+    port = free_port()
+    server = subprocess.Popen([*command, "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, timeout=900, process=server)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            _, err = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            _, err = server.communicate()
+        assert b"Traceback" not in err, err.decode()[-4000:]

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api.testing import free_port, wait_ready
 from tests.conftest import MODELS_CACHE, pg_schema
+from tests.procs import serving
 
 pytestmark = pytest.mark.slow
 
@@ -50,21 +50,8 @@ def env(pg_available: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 def url(env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    cmd = [str(BIN / "rag"), "serve", "--port", str(port), "--workers", str(WORKERS)]
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, timeout=900, process=server)
+    with serving([str(BIN / "rag"), "serve", "--workers", str(WORKERS)], env) as base:
         yield base
-    finally:
-        server.terminate()
-        try:
-            _, err = server.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            _, err = server.communicate()
-        assert b"Traceback" not in err, err.decode()[-4000:]
 
 
 def fresh(url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -23,9 +23,10 @@ import httpx
 import pytest
 
 from api.main import create_app
-from api.testing import LiveServer, free_port, wait_ready
+from api.testing import LiveServer
 from rag.config import Settings
 from tests.conftest import MODELS_CACHE
+from tests.procs import serving
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Route
@@ -94,25 +95,8 @@ def url(env: dict[str, str]) -> Iterator[str]:
         check=False,
     )
     assert ingest.returncode == 0 and json.loads(ingest.stdout)["chunks"] > 0, ingest.stderr[-3000:]
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "rag"), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, timeout=900, process=server)
+    with serving([str(BIN / "rag"), "serve"], env) as base:
         yield base
-    finally:
-        server.terminate()
-        try:
-            _, err = server.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            _, err = server.communicate()
-        assert b"Traceback" not in err, err.decode()[-4000:]
 
 
 @pytest.fixture(scope="module")
