@@ -151,7 +151,7 @@ def _bytes_bar(label: str) -> Callable[[int, int], None]:
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False)
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False, disable=None)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
