@@ -88,7 +88,8 @@ class AnswerPipeline:
             attribution = attribute(generation, sources, self.detector)
             timings.attribute_ms = (time.perf_counter() - t0) * 1000
             text = generation.text.strip()
-            if attribution.hallucination.risk >= self.abstain_risk and not declined(text):
+            model_declined = declined(text)
+            if attribution.hallucination.risk >= self.abstain_risk and not model_declined:
                 # held back: what the draft looked at is still true, quoted verbatim
                 quotes = evidence_spans(generation, sources, limit=2)
                 body = quote_answer(quotes, generation.prompt.chunk_ids) if quotes else NOT_GROUNDED
@@ -97,8 +98,8 @@ class AnswerPipeline:
                 answer.answer_kind = "quotes" if quotes else "refusal"
             else:
                 answer = self._answer(question, generation.text, sources, attribution, timings, model)
-                answer.abstained = declined(text)
-                answer.answer_kind = "refusal" if answer.abstained else "generated"
+                answer.abstained = model_declined
+                answer.answer_kind = "refusal" if model_declined else "generated"
         timings.total_ms = retrieve_ms + (time.perf_counter() - started) * 1000
         self.store(answer)
         return answer

@@ -111,7 +111,7 @@ class Rag:
             if missing:
                 raise BadInput(f"unknown chunk ids: {missing[:10]}")
         elif context is not None and context.strip():
-            sources = [Source(1, 0, 0, "(context)", "context", context, 0, len(context), 1.0)]
+            sources = [Source.from_context(context)]
         else:
             sources = self.retriever.run(question, self.settings.top_k).sources
             if not sources:

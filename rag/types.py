@@ -67,6 +67,11 @@ class Source:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_context(cls, context: str) -> Source:
+        """A text given with a question (`rag attribute --context`) as the one source to attend to."""
+        return cls(1, 0, 0, "(context)", "context", context, 0, len(context), 1.0)
+
 
 @dataclass
 class Evidence:

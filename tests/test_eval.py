@@ -245,11 +245,11 @@ def test_squad_continue_pairs_a_supported_and_a_foreign_sentence(tmp_path: Path)
 @pytest.mark.slow
 def test_teacher_force_many_matches_teacher_force() -> None:
     from rag.config import Settings
-    from rag.evaluation.detect import context_source
     from rag.generate import Generator
+    from rag.types import Source
 
     generator = Generator.load(Settings(models_cache=MODELS_CACHE))
-    sources = [context_source("Grace Darling rowed out with her father to rescue the survivors.")]
+    sources = [Source.from_context("Grace Darling rowed out with her father to rescue the survivors.")]
     answers = ["Grace Darling rowed out.", "Napoleon did, in 1802.", ""]
     many = generator.teacher_force_many("Who rowed out?", sources, answers)
     for answer, got in zip(answers, many, strict=True):

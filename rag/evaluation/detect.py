@@ -40,11 +40,6 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def context_source(context: str) -> Source:
-    """The context as the single source, as `Rag.attribute(context=...)` builds it."""
-    return Source(1, 0, 0, "(context)", "context", context, 0, len(context), 1.0)
-
-
 @dataclass(frozen=True)
 class ForcedAnswer:
     """What one teacher-forced answer leaves for scoring."""
@@ -68,8 +63,8 @@ def extract(generator: Any, examples: Sequence[DetectExample],
     started = time.perf_counter()
     for n, ((question, context), rows) in enumerate(todo.items(), 1):
         answers = [examples[i].response for i in rows]
-        for i, gen in zip(rows, generator.teacher_force_many(question, [context_source(context)], answers),
-                          strict=True):
+        gens = generator.teacher_force_many(question, [Source.from_context(context)], answers)
+        for i, gen in zip(rows, gens, strict=True):
             out[i] = ForcedAnswer(pool(gen), [pool(gen, r) for _, r in sentence_rows(gen) if bool(r.any())])
         if progress and (n % 20 == 0 or n == len(todo)):
             elapsed = time.perf_counter() - started
