@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rag.attention import ATTENTION, EAGER_ATTENTION
 from rag.config import Settings
 from rag.generate import FIRST_CHUNK, GENERATED, QUESTION, SINK, Generator, _TextStream
 from rag.types import Source
@@ -117,6 +118,25 @@ def test_attention_is_collected_in_the_decoding_pass(generator: Generator) -> No
     # every (token, layer, head) is a full softmax over the positions it saw
     torch.testing.assert_close(gen.features.sum(-1), torch.ones(T, L, H), atol=1e-4, rtol=0)
     assert float(gen.features[0, ..., GENERATED].abs().max()) == 0.0  # nothing generated before it
+
+
+def test_one_row_prefill_equals_the_eager_path(generator: Generator) -> None:
+    """SDPA outputs with weights for the kept rows only: the same tokens and masses as computing every
+    row's weights eagerly, in decoding and in teacher forcing."""
+    question, sources = "How tall is Mount Etna?", make_sources()
+    fast = generator.generate(question, sources)
+    forced = generator.teacher_force(question, sources, "It is about 3,357 metres high [1].")
+    generator.model.set_attn_implementation(EAGER_ATTENTION)
+    try:
+        eager = generator.generate(question, sources)
+        eager_forced = generator.teacher_force(question, sources, "It is about 3,357 metres high [1].")
+    finally:
+        generator.model.set_attn_implementation(ATTENTION)
+    assert fast.token_ids == eager.token_ids and fast.text == eager.text
+    for a, b in ((fast, eager), (forced, eager_forced)):
+        torch.testing.assert_close(a.features, b.features, atol=1e-5, rtol=0)
+        torch.testing.assert_close(a.token_masses, b.token_masses, atol=1e-5, rtol=0)
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
 
 
 def test_streamed_pieces_make_the_answer_and_offsets_slice_it(generator: Generator) -> None:
