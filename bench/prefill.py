@@ -26,7 +26,7 @@ SIZES = (400, 1400)
 
 def sources_of(generator: Generator, tokens: int) -> list[Source]:
     """Sample passages, cycled under new chunk ids, until the prompt reaches about `tokens` tokens."""
-    base, sources = sample_sources(), []
+    base, sources = sample_sources(), list[Source]()
     while len(generator.build_prompt(QUESTION, sources).token_ids) < tokens:
         s = base[len(sources) % len(base)]
         sources.append(Source(rank=len(sources) + 1, chunk_id=len(sources) + 1, document_id=s.document_id,
