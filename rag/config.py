@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # a 135M generator copies from whichever source is in front of it: measured on the 21 probes in
     # tests/data, leaving out sources scoring under 0.6 x the top one took correct answers from 4-6 to 8-9
     context_score_ratio: float = Field(0.6, ge=0.0, le=1.0, description="prompt keeps sources >= this x top")
+    # parallel: each chunk's KV is encoded once after the instruction and reused (rag/kvcache.py); the
+    # chunks then do not attend to one another. bench prefill measures what it costs and saves.
+    prefill: Literal["full", "parallel"] = Field("full", description="how the prompt's chunks are encoded")
+    kv_cache_mb: int = Field(256, ge=0, description="memory for cached chunk KV in parallel prefill")
     max_new_tokens: int = Field(160, ge=1, le=2048)
     max_context_tokens: int = Field(1400, description="budget for retrieved chunks in the prompt")
     min_relevance: float = Field(0.25, description="dense cosine below which retrieval found nothing")

@@ -10,11 +10,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from rag.config import Settings
 from rag.ingestion import Ingestor, IngestSummary, ProgressFn
 from rag.inputs import MAX_ANSWER_CHARS, check_text, unclean, valid_id
 from rag.retrieve import Filters, Retriever
-from rag.store import AnswerSummary, DocumentInfo, answer_summaries, document_infos, sources_for
+from rag.store import AnswerSummary, DocumentInfo, answer_summaries, chunk_texts, document_infos, sources_for
 from rag.types import Answer, Attribution, BadInput, Source
 from rag.workspace import Workspace
 
@@ -41,7 +43,9 @@ class Rag:
         exclude: list[str] | None = None,
         progress: ProgressFn | None = None,
     ) -> IngestSummary:
-        return Ingestor(self.workspace).run([Path(p) for p in paths], include, exclude, progress)
+        summary = Ingestor(self.workspace).run([Path(p) for p in paths], include, exclude, progress)
+        self._forget_gone_chunks()
+        return summary
 
     def search(
         self, query: str, k: int | None = None, filters: Filters | None = None, mode: str | None = None
@@ -154,4 +158,17 @@ class Rag:
             deleted = self.workspace.delete_document(document_id)
             if deleted:
                 self.workspace.save_indexes()
+        self._forget_gone_chunks()
         return deleted
+
+    def _forget_gone_chunks(self) -> None:
+        """Free the cached KV of chunks no longer in SQL as they were (deleted or re-ingested). Only
+        memory is at stake: a cache key holds the chunk's token hash, so nothing stale is ever served."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            return
+        cached = pipeline.generator.chunk_kv.chunk_ids()
+        if cached:
+            with self.workspace.sessions() as s:
+                live = dict(chunk_texts(s, np.array(sorted(cached), dtype=np.int64)))
+            pipeline.generator.chunk_kv.retain(live)

@@ -38,6 +38,7 @@ from rag.attention import (
     AttentionReducer,
 )
 from rag.config import Settings
+from rag.kvcache import KV, ChunkKVCache, UnitKey, rope_of, shift_keys
 from rag.resources import GENERATORS, SplitGGUF, resolve_model_path
 from rag.types import BadInput, Source
 
@@ -77,6 +78,9 @@ class Prompt:
     prefix_len: int  # leading tokens whose KV comes from the shared prefix cache (0: none)
     token_chars: list[tuple[int, int]]  # per token: char [start, end) in text
     chunk_text_at: list[int]  # per chunk: the char of text where its Source.text[0] would sit
+    # parallel prefill: the units after the prefix whose KV is encoded on its own (chunk bodies and the
+    # numbering glue between them) as (cache key, token start, token end); empty for a full prefill
+    units: tuple[tuple[UnitKey, int, int], ...] = ()
 
     @property
     def n_chunks(self) -> int:
@@ -294,6 +298,8 @@ class Generator:
         max_new_tokens: int = 160,
         max_context_tokens: int = 1400,
         stop_strings: Sequence[str] | None = None,
+        prefill: str = "full",
+        kv_cache_mb: int = 256,
     ) -> None:
         if not tokenizer.is_fast:
             raise ValueError("the generator needs a fast tokenizer (offset mappings locate each chunk)")
@@ -313,6 +319,13 @@ class Generator:
         self.n_heads: int = config.num_attention_heads
         self.device = next(model.parameters()).device
         self._prefix = self._build_prefix_cache()
+        self._rotary = rope_of(model)
+        if prefill not in ("full", "parallel"):
+            raise ValueError(f"prefill is 'full' or 'parallel', not {prefill!r}")
+        if prefill == "parallel" and (self._rotary is None or self._prefix is None):
+            raise ValueError(f"parallel prefill needs plain RoPE and a chat prefix; {self.name} has not both")
+        self.prefill = prefill
+        self.chunk_kv = ChunkKVCache(kv_cache_mb << 20)
 
     @classmethod
     def load(cls, settings: Settings | None = None) -> Generator:
@@ -322,7 +335,8 @@ class Generator:
         model, tokenizer, name = load_causal_lm(settings.generator, settings.models_dir, settings.device,
                                                 quantize)
         return cls(model, tokenizer, name=name, max_new_tokens=settings.max_new_tokens,
-                   max_context_tokens=settings.max_context_tokens)
+                   max_context_tokens=settings.max_context_tokens, prefill=settings.prefill,
+                   kv_cache_mb=settings.kv_cache_mb)
 
     # ---- prompt
 
@@ -408,7 +422,11 @@ class Generator:
             at += len(block) + 2
         question_at = user_at + len(user) - len(question)
 
-        ids, offsets = self._encode(text)
+        units: tuple[tuple[UnitKey, int, int], ...] = ()
+        if self.prefill == "parallel" and blocks:
+            ids, offsets, units = self._encode_units(text, user_at, block_ranges, kept)
+        else:
+            ids, offsets = self._encode(text)
         starts = [start for start, _ in block_ranges]
         segments: list[int] = []
         for start, end in offsets:
@@ -435,10 +453,35 @@ class Generator:
             chunk_spans=[span(lo, hi) for lo, hi in block_ranges],
             instruction_span=span(0, instruction_end),
             question_span=span(question_at, question_at + len(question)),
-            prefix_len=self._prefix_len(text, ids),
+            prefix_len=len(self._prefix.token_ids) if units and self._prefix else self._prefix_len(text, ids),
             token_chars=offsets,
             chunk_text_at=text_at,
+            units=units,
         )
+
+    def _encode_units(
+        self, text: str, user_at: int, block_ranges: list[tuple[int, int]], kept: list[Source]
+    ) -> tuple[list[int], list[tuple[int, int]], tuple[tuple[UnitKey, int, int], ...]]:
+        """Tokenize the prompt piece by piece: the shared prefix, then per chunk its numbering glue
+        ("Sources:\n[1]", "\n\n[2]") and its body (" title\ntext"), then the question and template
+        tail. Each glue and body is a unit whose KV can be encoded on its own and cached."""
+        cuts: list[tuple[int, int, int | None]] = []  # (char start, char end, chunk id or None)
+        at = user_at
+        for n, ((start, end), source) in enumerate(zip(block_ranges, kept, strict=True), 1):
+            body = start + len(f"[{n}]")  # the body keeps its leading space: " title" tokenizes as usual
+            cuts += [(at, body, None), (body, end, source.chunk_id)]
+            at = end
+        ids, offsets = self._encode(text[:user_at])
+        texts = {source.chunk_id: source.text for source in kept}
+        units = []
+        for start, end, chunk_id in [*cuts, (at, len(text), None)]:
+            piece_ids, piece_offsets = self._encode(text[start:end], whole=False)
+            if end != len(text):
+                key = UnitKey.of(chunk_id, piece_ids, "" if chunk_id is None else texts[chunk_id])
+                units.append((key, len(ids), len(ids) + len(piece_ids)))
+            ids += piece_ids
+            offsets += [(s + start, e + start) for s, e in piece_offsets]
+        return ids, offsets, tuple(units)
 
     # ---- prefix cache
 
@@ -475,6 +518,38 @@ class Generator:
             for layer, (k, v) in enumerate(self._prefix.kv):
                 cache.update(k, v, layer)
         return cache
+
+    def _start_cache(self, prompt: Prompt) -> tuple[DynamicCache, int]:
+        """A per-request cache and how many leading prompt tokens it already holds: the prefix, and in
+        parallel mode every chunk unit too (from the chunk cache, encoded on a miss, moved into place
+        by rotating its keys)."""
+        cache = self._new_cache(prompt)
+        if not prompt.units or self._rotary is None:
+            return cache, prompt.prefix_len
+        parts = []
+        for key, start, end in prompt.units:
+            kv = self.chunk_kv.get(key)
+            if kv is None:
+                kv = self._encode_unit(prompt.token_ids[start:end])
+                self.chunk_kv.put(key, kv)
+            parts.append((kv, start - prompt.prefix_len))
+        for layer in range(self.n_layers):
+            keys = torch.cat([shift_keys(self._rotary, kv[layer][0], delta) for kv, delta in parts], dim=2)
+            values = torch.cat([kv[layer][1] for kv, _ in parts], dim=2)
+            cache.update(keys, values, layer)
+        return cache, prompt.units[-1][2]
+
+    def _encode_unit(self, ids: list[int]) -> KV:
+        """Keys and values of a unit that follows the prefix and sees nothing else."""
+        assert self._prefix is not None
+        cache = DynamicCache(config=self.model.config)
+        for layer, (k, v) in enumerate(self._prefix.kv):
+            cache.update(k, v, layer)
+        self.model(input_ids=torch.tensor([ids], device=self.device), cache=cache, use_cache=True,
+                   logits_to_keep=1)
+        n = len(self._prefix.token_ids)
+        return tuple((layer.keys[:, :, n:].clone(), layer.values[:, :, n:].clone())
+                     for layer in cast(list[Any], cache.layers))
 
     # ---- decoding
 
@@ -513,7 +588,7 @@ class Generator:
         """Greedy answer with attention masses collected in the decoding pass itself."""
         prompt = self.build_prompt(question, sources)
         if not use_prefix_cache:
-            prompt = replace(prompt, prefix_len=0)
+            prompt = replace(prompt, prefix_len=0, units=())
         n_new = max_new_tokens or self.max_new_tokens
         reducer = self._reducer(prompt, n_new)
         features = torch.zeros(n_new, self.n_layers, self.n_heads, prompt.n_segments, device=self.device)
@@ -522,8 +597,8 @@ class Generator:
 
         # prefill: the last prompt position's attention is the first answer token's
         t0 = time.perf_counter()
-        cache = self._new_cache(prompt)
-        ids = torch.tensor([prompt.token_ids[prompt.prefix_len:]], device=self.device)
+        cache, held = self._start_cache(prompt)
+        ids = torch.tensor([prompt.token_ids[held:]], device=self.device)
         reducer.target(slice(-1, None), features[0:1], token_masses[0:1])
         logits = self._forward(ids, cache, reducer)
         self._check_reduced(reducer)
@@ -581,8 +656,8 @@ class Generator:
         answer: the query at position p predicts token p+1, exactly as in decoding. The prompt (less
         its last token) is run once and each answer starts from a copy of its KV cache."""
         prompt = self.build_prompt(question, sources)
-        P, start = len(prompt.token_ids), prompt.prefix_len
-        shared = self._new_cache(prompt)
+        P = len(prompt.token_ids)
+        shared, start = self._start_cache(prompt)
         if start < P - 1:
             self.model(input_ids=torch.tensor([prompt.token_ids[start : P - 1]], device=self.device),
                        cache=shared, use_cache=True, logits_to_keep=1)
