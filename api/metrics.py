@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -21,6 +22,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag.types import Answer
+
+if TYPE_CHECKING:
+    from rag.generate import Generation
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 STAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
@@ -76,6 +80,13 @@ class Metrics:
             multiprocess_mode="livemin",
             registry=self.registry,
         )
+        self.prompt_cache = Counter(
+            "sightline_prompt_cache",
+            "Answer prompts by KV cache use: the instruction prefix (hit/miss) and, in parallel prefill, "
+            "chunk units (hit/miss)",
+            ["cache", "result"],
+            registry=self.registry,
+        )
         self._store = _StoreCollector(counts)
         self.registry.register(self._store)
 
@@ -87,6 +98,13 @@ class Metrics:
         flagged = answer.hallucination.flagged
         outcome = "abstained" if answer.abstained else "flagged" if flagged else "answered"
         self.answers.labels(outcome).inc()
+
+    def observe_generation(self, generation: Generation) -> None:
+        self.prompt_cache.labels("prefix", "hit" if generation.prompt.prefix_len else "miss").inc()
+        if generation.units_cached:
+            self.prompt_cache.labels("chunk", "hit").inc(generation.units_cached)
+        if generation.units_encoded:
+            self.prompt_cache.labels("chunk", "miss").inc(generation.units_encoded)
 
     def exposition(self) -> bytes:
         """The text format; across all workers when they share a multiprocess folder."""

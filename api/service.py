@@ -249,6 +249,7 @@ class Service:
             _filters(req.filters),
             on_sources=on_sources,
             on_token=on_token,
+            on_generation=self.metrics.observe_generation,
             mode=req.mode,
         )
         self.metrics.generator_loaded.set(1)

@@ -106,6 +106,8 @@ class Generation:
     stop_reason: str  # "eos", "stop_string", "length" or "teacher_forced"
     prefill_ms: float
     decode_ms: float
+    units_cached: int = 0  # parallel prefill: chunk units found in the chunk KV cache
+    units_encoded: int = 0  # ... and encoded for this prompt (cache misses)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -519,25 +521,26 @@ class Generator:
                 cache.update(k, v, layer)
         return cache
 
-    def _start_cache(self, prompt: Prompt) -> tuple[DynamicCache, int]:
-        """A per-request cache and how many leading prompt tokens it already holds: the prefix, and in
-        parallel mode every chunk unit too (from the chunk cache, encoded on a miss, moved into place
-        by rotating its keys)."""
+    def _start_cache(self, prompt: Prompt) -> tuple[DynamicCache, int, int]:
+        """A per-request cache, how many leading prompt tokens it already holds, and how many chunk
+        units had to be encoded: the prefix, and in parallel mode every chunk unit too (from the
+        chunk cache, encoded on a miss, moved into place by rotating its keys)."""
         cache = self._new_cache(prompt)
         if not prompt.units or self._rotary is None:
-            return cache, prompt.prefix_len
-        parts = []
+            return cache, prompt.prefix_len, 0
+        parts, encoded = [], 0
         for key, start, end in prompt.units:
             kv = self.chunk_kv.get(key)
             if kv is None:
                 kv = self._encode_unit(prompt.token_ids[start:end])
                 self.chunk_kv.put(key, kv)
+                encoded += 1
             parts.append((kv, start - prompt.prefix_len))
         for layer in range(self.n_layers):
             keys = torch.cat([shift_keys(self._rotary, kv[layer][0], delta) for kv, delta in parts], dim=2)
             values = torch.cat([kv[layer][1] for kv, _ in parts], dim=2)
             cache.update(keys, values, layer)
-        return cache, prompt.units[-1][2]
+        return cache, prompt.units[-1][2], encoded
 
     def _encode_unit(self, ids: list[int]) -> KV:
         """Keys and values of a unit that follows the prefix and sees nothing else."""
@@ -597,7 +600,7 @@ class Generator:
 
         # prefill: the last prompt position's attention is the first answer token's
         t0 = time.perf_counter()
-        cache, held = self._start_cache(prompt)
+        cache, held, encoded = self._start_cache(prompt)
         ids = torch.tensor([prompt.token_ids[held:]], device=self.device)
         reducer.target(slice(-1, None), features[0:1], token_masses[0:1])
         logits = self._forward(ids, cache, reducer)
@@ -642,6 +645,8 @@ class Generator:
             stop_reason=stop_reason,
             prefill_ms=(t1 - t0) * 1000,
             decode_ms=(t2 - t1) * 1000,
+            units_cached=len(prompt.units) - encoded,
+            units_encoded=encoded,
         )
 
     def teacher_force(self, question: str, sources: Sequence[Source], answer_text: str) -> Generation:
@@ -657,7 +662,7 @@ class Generator:
         its last token) is run once and each answer starts from a copy of its KV cache."""
         prompt = self.build_prompt(question, sources)
         P = len(prompt.token_ids)
-        shared, start = self._start_cache(prompt)
+        shared, start, encoded = self._start_cache(prompt)
         if start < P - 1:
             self.model(input_ids=torch.tensor([prompt.token_ids[start : P - 1]], device=self.device),
                        cache=shared, use_cache=True, logits_to_keep=1)
@@ -693,6 +698,8 @@ class Generator:
                     stop_reason="teacher_forced",
                     prefill_ms=(time.perf_counter() - t0) * 1000,
                     decode_ms=0.0,
+                    units_cached=len(prompt.units) - encoded,
+                    units_encoded=encoded,
                 )
             )
         return out

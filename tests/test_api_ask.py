@@ -211,4 +211,5 @@ def test_metrics_show_answer_stages_and_the_loaded_model(client: httpx.Client) -
     text = client.get("/metrics").text
     assert 'sightline_answer_stage_seconds_count{stage="decode"}' in text
     assert "sightline_generator_loaded 1.0" in text
+    assert 'sightline_prompt_cache_total{cache="prefix",result="hit"}' in text  # every ask reuses it
     assert 'status="500"' not in text
