@@ -1,5 +1,5 @@
 """`python -m bench [NAME ...]` (or `rag bench`): run benchmarks, print a table each, write JSON to
-bench/results/. Names: ingest, decode, prefill, retrieve, load; none given runs all but load
+bench/results/. Names: ingest, decode, prefill, parallel, retrieve, load; none given runs all but load
 (load needs a running server's worth of time and is run by name)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-DEFAULT = ["ingest", "decode", "prefill", "retrieve"]
+DEFAULT = ["ingest", "decode", "prefill", "parallel", "retrieve"]
 ALL = [*DEFAULT, "load"]
 
 
