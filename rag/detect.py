@@ -10,8 +10,6 @@ less confidence. For a set of answer tokens (a sentence, or the whole answer) `p
                      not move the ratio by its size alone: a two-sentence document holds few keys and
                      draws little raw mass even when it is read closely
     logprob        = the min and mean over the tokens of log p(token): the model's own confidence
-    decline        = log p("I don't know." | prompt), for the whole answer: how near the model came
-                     to declining what it then answered
 
 Pooling the masses before taking a ratio separated hallucinated answers far better than averaging
 per-token ratios: early tokens have almost no answer to look back on, so their ratios are ~1.
@@ -40,8 +38,7 @@ if TYPE_CHECKING:
 
 DETECTOR_DIR = Path(__file__).parent / "detector"
 BASELINE_METHOD = "baseline: 1 - pooled lookback ratio (untrained)"
-FEATURE_SETS = ("lookback", "density", "logprob", "lookback+logprob", "density+logprob", "all", "all+decline",
-                "logprob+decline")
+FEATURE_SETS = ("lookback", "density", "logprob", "lookback+logprob", "density+logprob", "all")
 
 
 @dataclass(frozen=True)
@@ -53,16 +50,14 @@ class Pooled:
     logprob_min: float
     logprob_mean: float
     n_tokens: int
-    decline: float = 0.0
 
     def vector(self, feature_set: str) -> np.ndarray:
         parts = {
             "lookback": [self.lookback],
             "density": [self.density],
             "logprob": [np.array([self.logprob_min, self.logprob_mean])],
-            "decline": [np.array([self.decline])],
         }
-        names = feature_set.replace("all", "lookback+density+logprob").split("+")
+        names = ("lookback", "density", "logprob") if feature_set == "all" else feature_set.split("+")
         return np.concatenate([p for n in names for p in parts[n]])
 
 
@@ -84,7 +79,6 @@ def pool(generation: Generation, tokens: torch.Tensor | None = None) -> Pooled:
         logprob_min=float(logprobs.min()) if len(logprobs) else 0.0,
         logprob_mean=float(logprobs.mean()) if len(logprobs) else 0.0,
         n_tokens=len(logprobs),
-        decline=generation.decline_logprob,
     )
 
 

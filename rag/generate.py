@@ -49,9 +49,6 @@ INSTRUCTION_TEXT = (
     "Answer the question using only the numbered sources. Reply with one short sentence that cites "
     "its source as [n]. If the sources do not contain the answer, reply: I don't know."
 )
-# What the instruction asks for when the sources lack the answer. Its log-probability after the
-# prompt says how close the model came to declining, even when it then answered (a detector feature).
-DECLINE_TEXT = "I don't know."
 # Characters do not bound tokens (4,000 CJK characters are ~11k tokens, 4,000 digits 4k), and eager
 # attention over such a prompt takes minutes and gigabytes: what a user hands the decoder is bounded
 # in its own tokens.
@@ -111,7 +108,6 @@ class Generation:
     decode_ms: float
     units_cached: int = 0  # parallel prefill: chunk units found in the chunk KV cache
     units_encoded: int = 0  # ... and encoded for this prompt (cache misses)
-    decline_logprob: float = 0.0  # log p(DECLINE_TEXT | prompt): how near the model came to declining
 
 
 # --------------------------------------------------------------------------------------------------
@@ -332,7 +328,6 @@ class Generator:
             raise ValueError(f"parallel prefill needs plain RoPE and a chat prefix; {self.name} has not both")
         self.prefill = prefill
         self.chunk_kv = ChunkKVCache(kv_cache_mb << 20)
-        self.decline_ids: list[int] = tokenizer(DECLINE_TEXT, add_special_tokens=False)["input_ids"]
 
     @classmethod
     def load(cls, settings: Settings | None = None) -> Generator:
@@ -610,8 +605,6 @@ class Generator:
         reducer.target(slice(-1, None), features[0:1], token_masses[0:1])
         logits = self._forward(ids, cache, reducer)
         self._check_reduced(reducer)
-        decline_first = _logprob(logits, self.decline_ids[0])
-        prompt_kv = _layers_kv(cache)  # the prompt's KV; decoding appends into new tensors
         next_id = logits.argmax().view(1, 1)
         token = int(next_id)
         logprobs = [_logprob(logits, token)]
@@ -639,8 +632,6 @@ class Generator:
         if on_token is not None and tail:
             on_token(tail)
         t2 = time.perf_counter()
-        decline = decline_first + self._continuation_logprob(prompt_kv, self.decline_ids[:-1],
-                                                             self.decline_ids[1:])
 
         text, token_ids, offsets = stream.result()
         return Generation(
@@ -656,21 +647,7 @@ class Generator:
             decode_ms=(t2 - t1) * 1000,
             units_cached=len(prompt.units) - encoded,
             units_encoded=encoded,
-            decline_logprob=decline,
         )
-
-    def _continuation_logprob(self, kv: KV, inputs: list[int], targets: list[int]) -> float:
-        """Σ log p(targets) when `inputs` follow the keys and values `kv`, in a cache of its own (kv is
-        only read). No attention is collected."""
-        if not targets:
-            return 0.0
-        fork = DynamicCache(config=self.model.config)
-        for layer, (k, v) in enumerate(kv):
-            fork.update(k, v, layer)
-        out = self.model(input_ids=torch.tensor([inputs], device=self.device), cache=fork, use_cache=True,
-                         logits_to_keep=len(inputs))
-        logprobs = torch.log_softmax(out.logits[0, -len(inputs):].float(), -1)
-        return float(logprobs[torch.arange(len(targets)), targets].sum())
 
     def teacher_force(self, question: str, sources: Sequence[Source], answer_text: str) -> Generation:
         """The same attention masses for an answer written elsewhere (see `teacher_force_many`)."""
@@ -689,9 +666,7 @@ class Generator:
         if start < P - 1:
             self.model(input_ids=torch.tensor([prompt.token_ids[start : P - 1]], device=self.device),
                        cache=shared, use_cache=True, logits_to_keep=1)
-        kv = _layers_kv(shared)
-        decline = self._continuation_logprob(kv, [prompt.token_ids[P - 1], *self.decline_ids[:-1]],
-                                             self.decline_ids)
+        kv = [(layer.keys, layer.values) for layer in cast(list[Any], shared.layers)]
         out = []
         for answer in answers:
             t0 = time.perf_counter()
@@ -725,15 +700,9 @@ class Generator:
                     decode_ms=0.0,
                     units_cached=len(prompt.units) - encoded,
                     units_encoded=encoded,
-                    decline_logprob=decline,
                 )
             )
         return out
-
-
-def _layers_kv(cache: DynamicCache) -> KV:
-    """What a cache holds now, per layer (keys, values); later updates leave these tensors alone."""
-    return tuple((layer.keys, layer.values) for layer in cast(list[Any], cache.layers))
 
 
 def _logprob(logits: torch.Tensor, token: int) -> float:
