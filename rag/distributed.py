@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,19 @@ class _Load:
         return _columns(out)
 
 
-_CHUNK_COLUMNS = ("idx", "chunks", "ordinal", "text", "char_start", "char_end", "token_count", "page",
-                  "heading", "meta", "error")
+_CHUNK_COLUMNS = (
+    "idx",
+    "chunks",
+    "ordinal",
+    "text",
+    "char_start",
+    "char_end",
+    "token_count",
+    "page",
+    "heading",
+    "meta",
+    "error",
+)
 
 
 class _ChunkAndEmbed:
@@ -112,9 +124,19 @@ class _ChunkAndEmbed:
                 chunks, reason = chunk_document(self.chunker, doc, self.max_chunks)
             rows = chunks or [ChunkSpan("", 0, 0, 0)]  # a failed file: one row carrying the reason
             for ordinal, c in enumerate(rows):
-                values = (int(idx), len(chunks), ordinal if chunks else -1, c.text, c.char_start, c.char_end,
-                          c.token_count, -1 if c.page is None else c.page, c.heading or "", str(meta),
-                          reason or "")
+                values = (
+                    int(idx),
+                    len(chunks),
+                    ordinal if chunks else -1,
+                    c.text,
+                    c.char_start,
+                    c.char_end,
+                    c.token_count,
+                    -1 if c.page is None else c.page,
+                    c.heading or "",
+                    str(meta),
+                    reason or "",
+                )
                 for column, value in zip(_CHUNK_COLUMNS, values, strict=True):
                     out[column].append(value)
                 embed.append(bool(chunks))
@@ -126,9 +148,7 @@ class _ChunkAndEmbed:
 
 def _columns(out: dict[str, list[Any]]) -> dict[str, np.ndarray]:
     """Object columns for strings (numpy would pad them to the longest), int64 for the rest."""
-    return {
-        k: np.array(v, dtype=object if v and isinstance(v[0], str) else np.int64) for k, v in out.items()
-    }
+    return {k: np.array(v, dtype=object if v and isinstance(v[0], str) else np.int64) for k, v in out.items()}
 
 
 @dataclass
@@ -154,8 +174,12 @@ class _Collector:
             idx, total = int(batch["idx"][i]), int(batch["chunks"][i])
             page = int(batch["page"][i])
             span = ChunkSpan(
-                str(batch["text"][i]), int(batch["char_start"][i]), int(batch["char_end"][i]),
-                int(batch["token_count"][i]), None if page < 0 else page, str(batch["heading"][i]) or None,
+                str(batch["text"][i]),
+                int(batch["char_start"][i]),
+                int(batch["char_end"][i]),
+                int(batch["token_count"][i]),
+                None if page < 0 else page,
+                str(batch["heading"][i]) or None,
             )
             rows = self._rows.setdefault(idx, [])
             rows.append((int(batch["ordinal"][i]), span, batch["vector"][i]))
@@ -186,8 +210,9 @@ class Cluster:
         settings = workspace.settings
         quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
         if address == LOCAL:
-            ray.init(address="local", include_dashboard=False, object_store_memory=_OBJECT_STORE_BYTES,
-                     **quiet)
+            ray.init(
+                address="local", include_dashboard=False, object_store_memory=_OBJECT_STORE_BYTES, **quiet
+            )
         else:
             ray.init(address=address, **quiet)
         try:
@@ -214,16 +239,17 @@ class Cluster:
 
         ray.shutdown()
 
-    def run(self, paths: list[str], config: StageConfig) -> Any:
+    def run(self, paths: list[str], config: StageConfig) -> Iterator[_Done]:
         """Stream `_Done` for every path (in order), parsing and embedding on the cluster."""
         import ray.data
 
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # stderr stays for our own failures
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # documents stored in scan order, as locally
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         items = [{"idx": i, "path": p} for i, p in enumerate(paths)]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 200)))
+        ds: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 200)))
         ds = ds.map_batches(
             _Load,
             fn_constructor_kwargs={"config": config},
@@ -301,8 +327,14 @@ class RayIngestor(Ingestor):
     ) -> None:
         cfg = self.ws.settings
         config = StageConfig(
-            cfg.embedder, cfg.device, cfg.embed_batch_size, cfg.chunk_tokens, cfg.chunk_overlap,
-            cfg.max_file_chunks, cfg.file_timeout_s, cfg.max_file_chars,
+            cfg.embedder,
+            cfg.device,
+            cfg.embed_batch_size,
+            cfg.chunk_tokens,
+            cfg.chunk_overlap,
+            cfg.max_file_chunks,
+            cfg.file_timeout_s,
+            cfg.max_file_chars,
         )
         last_save = time.monotonic()
         for result in cluster.run([str(item.file.path) for item in todo], config):
@@ -311,12 +343,14 @@ class RayIngestor(Ingestor):
                 self.fail(item, result.error, summary)
             else:
                 known_id = item.known.id if item.known else None
-                self.store(Pending(item.file, item.sha256, result.doc, result.chunks, known_id),
-                           result.vectors, summary)
+                self.store(
+                    Pending(item.file, item.sha256, result.doc, result.chunks, known_id),
+                    result.vectors,
+                    summary,
+                )
             done += 1
             if progress:
                 progress(done, total, str(item.file.path))
             if time.monotonic() - last_save > SAVE_EVERY_S:
                 self.ws.save_indexes()
                 last_save = time.monotonic()
-
