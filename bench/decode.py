@@ -188,11 +188,11 @@ def run(settings: Settings | None = None, *, new_tokens: int = 48, repeats: int 
     return r
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=48, help="new tokens per run")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     run(new_tokens=args.tokens, repeats=args.repeats)
 
 

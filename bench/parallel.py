@@ -142,11 +142,11 @@ def run(settings: Settings | None = None, *, n: int = 40, seed: int = 0) -> dict
     return r
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=40, help="questions")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     run(n=args.n, seed=args.seed)
 
 

@@ -78,10 +78,10 @@ def run(settings: Settings | None = None, *, repeats: int = 3) -> dict[str, Any]
     return r
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    run(repeats=parser.parse_args().repeats)
+    run(repeats=parser.parse_args(argv).repeats)
 
 
 if __name__ == "__main__":

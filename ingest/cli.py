@@ -11,6 +11,17 @@ import typer
 from rag.cli_common import DbOpt, HomeOpt, JsonOpt, fail, open_rag, print_json
 
 
+def bare_ray_flag(argv: list[str]) -> list[str]:
+    """``--ray`` given without an address (last, or followed by another option) means ``--ray auto``:
+    typer has no options with an optional value."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "auto")
+            break
+    return out
+
+
 def ingest_command(
     paths: Annotated[list[Path], typer.Argument(help="files or folders to sync")],
     include: Annotated[
@@ -18,6 +29,15 @@ def ingest_command(
     ] = None,
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", help="glob to exclude (repeatable)")
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="parse and embed on Ray Data: 'auto' (or --ray alone, last or before another option) "
+            "starts a local Ray instance, an address joins a cluster (env RAG_RAY_ADDRESS)",
+        ),
     ] = None,
     as_json: JsonOpt = False,
     home: HomeOpt = None,
@@ -41,7 +61,7 @@ def ingest_command(
             bar.refresh()
 
     try:
-        summary = rag.ingest(paths, include, exclude, progress)
+        summary = rag.ingest(paths, include, exclude, progress, ray or rag.settings.ray_address)
     except FileNotFoundError as exc:
         fail(str(exc), 2)
         return

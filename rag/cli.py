@@ -351,9 +351,11 @@ def eval_beir(
 
 
 def main() -> None:
-    from ingest.cli import ingest_command
+    from ingest.cli import bare_ray_flag, ingest_command
 
     app.command("ingest")(ingest_command)
+    if sys.argv[1:2] == ["ingest"]:
+        sys.argv = bare_ray_flag(sys.argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         app()

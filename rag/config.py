@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # (106 s of embedding). 2 M characters is ~800 pages of prose; 3,000 chunks ~5 min of embedding here.
     max_file_chars: int = Field(2_000_000, ge=1, description="files whose text is longer fail with a reason")
     max_file_chunks: int = Field(3_000, ge=1, description="files that make more chunks fail with a reason")
+    # distributed ingest (`rag ingest --ray`): "auto" starts a local Ray instance, else a cluster address
+    ray_address: str | None = Field(None, description="Ray for `rag ingest` (the --ray flag wins)")
+    ray_workers: int = Field(0, ge=0, description="embedders on Ray; 0: as many as the CPUs allow")
+    ray_worker_cpus: int = Field(1, ge=1, description="CPUs (torch threads) per Ray embedder")
 
     # service
     api_keys: str = Field("", description="comma-separated; empty disables auth")

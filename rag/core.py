@@ -42,8 +42,16 @@ class Rag:
         include: list[str] | None = None,
         exclude: list[str] | None = None,
         progress: ProgressFn | None = None,
+        ray_address: str | None = None,
     ) -> IngestSummary:
-        summary = Ingestor(self.workspace).run([Path(p) for p in paths], include, exclude, progress)
+        """Sync ``paths`` into the workspace; with ``ray_address`` ("auto" or a cluster's address) the
+        parsing and embedding run on Ray Data (rag.distributed)."""
+        ingestor = Ingestor(self.workspace)
+        if ray_address:
+            from rag.distributed import RayIngestor
+
+            ingestor = RayIngestor(self.workspace, ray_address)
+        summary = ingestor.run([Path(p) for p in paths], include, exclude, progress)
         self._forget_gone_chunks()
         return summary
 

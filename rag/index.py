@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable
@@ -26,6 +27,17 @@ from rag.config import Settings
 
 INDEX_FILE = "vectors.faiss"
 MANIFEST_FILE = "manifest.json"
+
+log = logging.getLogger(__name__)
+_reported: set[Path] = set()  # index files already reported unreadable by this process
+
+
+def _report_unusable(path: Path, why: str) -> None:
+    """Say once per process and file that a saved index is being rebuilt from SQL: readers reopen
+    the index on every save, and one line per reload would bury the first."""
+    if path not in _reported:
+        _reported.add(path)
+        log.warning("the saved vector index %s %s; rebuilding it from the embeddings in SQL", path, why)
 
 
 def ids_checksum(ids: Iterable[int] | np.ndarray) -> str:
@@ -79,13 +91,15 @@ class VectorIndex:
             return vi
         try:
             loaded = faiss.read_index(str(vi.index_path))
-        except RuntimeError:
+        except RuntimeError as exc:
+            _report_unusable(vi.index_path, f"cannot be read ({str(exc).splitlines()[0][:200]})")
             return vi
         if loaded.d != dim or manifest.get("model") != model:
-            return vi
+            return vi  # another model's index: expected after changing RAG_EMBEDDER, not damage
         vi.index = loaded
         vi.version = vi.manifest_path.stat().st_mtime_ns
         if manifest.get("count") != vi.count or manifest.get("checksum") != ids_checksum(vi.ids()):
+            _report_unusable(vi.index_path, "does not match its manifest")
             vi.index = ann.build_faiss_index(dim, 0, settings)
         return vi
 

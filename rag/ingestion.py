@@ -15,8 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import update
@@ -30,10 +31,13 @@ from rag.store import counts, delete_chunks_of, documents_under
 from rag.types import ChunkSpan, LoadedDocument, LoadError, Section
 from rag.workspace import Workspace
 
+if TYPE_CHECKING:
+    from rag.embedding import Embedder
+
 ProgressFn = Callable[[int, int, str], None]  # (done, total, current path)
 
 _EMBED_BATCH_CHUNKS = 512  # embed several documents together: the model is fastest on big batches
-_SAVE_EVERY_S = 30.0  # save the indexes during long runs so a crash loses little work
+SAVE_EVERY_S = 30.0  # save the indexes during long runs so a crash loses little work
 _PREFETCH_FILES = 4  # files hashed and parsed ahead of the one being chunked (bounds memory)
 _MAX_PATH_CHARS = 4096  # documents.path is a String(4096)
 
@@ -62,7 +66,7 @@ class IngestSummary:
 
 
 @dataclass(frozen=True)
-class _Known:
+class Known:
     """What SQL already holds for a path: enough to decide 'unchanged' without a query per file."""
 
     id: int
@@ -71,21 +75,25 @@ class _Known:
 
 
 @dataclass
-class _Examined:
+class Examined:
     """One scanned file after the prefetch thread looked at it: unchanged, failed (with the reason),
     or loaded (with its hash and text)."""
 
     file: ScannedFile
-    known: _Known | None
+    known: Known | None
     unchanged: bool = False
     error: str | None = None
     recordable: bool = True  # False: the path itself cannot be stored, so no 'failed' row for it
     sha256: str = ""
     doc: LoadedDocument | None = None
 
+    @property
+    def needs_load(self) -> bool:
+        return not self.unchanged and self.error is None and self.doc is None
+
 
 @dataclass
-class _Pending:
+class Pending:
     """A loaded and chunked file waiting for its embeddings."""
 
     file: ScannedFile
@@ -102,14 +110,12 @@ class _Abort(Exception):
 class Ingestor:
     def __init__(self, workspace: Workspace) -> None:
         self.ws = workspace
-        embedder = workspace.embedder
-        cfg = workspace.settings
-        self.chunker = Chunker(
-            embedder.tokenizer,
-            ChunkerConfig(
-                max_tokens=min(cfg.chunk_tokens, embedder.max_tokens), overlap_tokens=cfg.chunk_overlap
-            ),
-        )
+
+    @cached_property
+    def chunker(self) -> Chunker:
+        """Made on first use: a distributed run chunks on its workers and never needs it here."""
+        cfg = self.ws.settings
+        return make_chunker(self.ws.embedder, cfg.chunk_tokens, cfg.chunk_overlap)
 
     def run(
         self,
@@ -133,9 +139,7 @@ class Ingestor:
                 s.add(run)
             files = list(scan(roots, include or [], exclude or []))
             known = self._delete_vanished(roots, {str(f.path) for f in files}, summary)
-            cfg = self.ws.settings
-            with LoadWorker(cfg.file_timeout_s, max_chars=cfg.max_file_chars) as worker:
-                self._sync_files(files, known, worker, summary, progress)
+            self._sync(files, known, summary, progress)
             self.ws.save_indexes()
             with transaction(self.ws.sessions) as s:
                 summary.documents, summary.chunks = counts(s)
@@ -165,9 +169,9 @@ class Ingestor:
     # sync ---------------------------------------------------------------------------------------------
     def _delete_vanished(
         self, roots: list[Path], seen: set[str], summary: IngestSummary
-    ) -> dict[str, _Known]:
+    ) -> dict[str, Known]:
         """Delete documents whose files are gone; returns what SQL knows about the remaining ones."""
-        known: dict[str, _Known] = {}
+        known: dict[str, Known] = {}
         for root in roots:
             with transaction(self.ws.sessions) as s:
                 under = documents_under(s, root)
@@ -176,23 +180,35 @@ class Ingestor:
                 if path in seen or (on_disk.exists() and not on_disk.is_dir() and not root.is_file()):
                     # (a file not seen but still on disk was excluded by this run's globs: keep it;
                     # a folder's row is a 'cannot list' failure, gone once the folder can be read)
-                    known[path] = _Known(doc.id, doc.status, doc.sha256)
+                    known[path] = Known(doc.id, doc.status, doc.sha256)
                     continue
                 if self.ws.delete_document(doc.id):
                     summary.deleted += 1
         return known
 
+    def _sync(
+        self,
+        files: list[ScannedFile],
+        known: dict[str, Known],
+        summary: IngestSummary,
+        progress: ProgressFn | None,
+    ) -> None:
+        """Add, update or record as failed every scanned file (vanished ones are already gone)."""
+        cfg = self.ws.settings
+        with LoadWorker(cfg.file_timeout_s, max_chars=cfg.max_file_chars) as worker:
+            self._sync_files(files, known, worker, summary, progress)
+
     def _sync_files(
         self,
         files: list[ScannedFile],
-        known: dict[str, _Known],
+        known: dict[str, Known],
         worker: LoadWorker,
         summary: IngestSummary,
         progress: ProgressFn | None,
     ) -> None:
         """Files are hashed and parsed by a prefetch thread (parsing itself runs in ``worker``'s
         process), while this thread chunks, embeds and stores: parsing overlaps with the model."""
-        ahead: queue.Queue[_Examined | BaseException | None] = queue.Queue(maxsize=_PREFETCH_FILES)
+        ahead: queue.Queue[Examined | BaseException | None] = queue.Queue(maxsize=_PREFETCH_FILES)
         stop = threading.Event()
         prefetch = threading.Thread(
             target=self._prefetch, args=(files, known, worker, ahead, stop), name="ingest-prefetch"
@@ -210,12 +226,12 @@ class Ingestor:
     def _prefetch(
         self,
         files: list[ScannedFile],
-        known: dict[str, _Known],
+        known: dict[str, Known],
         worker: LoadWorker,
-        out: queue.Queue[_Examined | BaseException | None],
+        out: queue.Queue[Examined | BaseException | None],
         stop: threading.Event,
     ) -> None:
-        def put(item: _Examined | BaseException | None) -> None:
+        def put(item: Examined | BaseException | None) -> None:
             while True:
                 if stop.is_set():
                     raise _Abort
@@ -236,9 +252,21 @@ class Ingestor:
             with contextlib.suppress(_Abort):
                 put(exc)
 
-    def _examine(self, f: ScannedFile, known: _Known | None, worker: LoadWorker) -> _Examined:
+    def _examine(self, f: ScannedFile, known: Known | None, worker: LoadWorker) -> Examined:
         """Hash, and parse when new or changed; unchanged files are not parsed at all."""
-        item = _Examined(f, known)
+        item = self.check(f, known)
+        if item.needs_load:
+            try:
+                item.doc = worker.load(f.path)
+            except (LoadError, OSError) as exc:
+                item.error = str(exc) or type(exc).__name__
+        return item
+
+    def check(self, f: ScannedFile, known: Known | None) -> Examined:
+        """What can be decided without parsing: the file's own problems, its hash, and whether SQL
+        already holds it unchanged (``needs_load`` says parsing is next). Runs where SQL is: on the
+        driver of a distributed run too."""
+        item = Examined(f, known)
         try:
             problem = _unstorable_path(str(f.path))
             item.recordable = problem is None
@@ -254,20 +282,18 @@ class Ingestor:
             item.sha256 = file_sha256(f.path)
             if known is not None and known.status == "ok" and known.sha256 == item.sha256:
                 item.unchanged = True
-                return item
-            item.doc = worker.load(f.path)
         except (LoadError, OSError) as exc:
             item.error = str(exc) or type(exc).__name__
         return item
 
     def _consume(
         self,
-        ahead: queue.Queue[_Examined | BaseException | None],
+        ahead: queue.Queue[Examined | BaseException | None],
         total: int,
         summary: IngestSummary,
         progress: ProgressFn | None,
     ) -> None:
-        pending: list[_Pending] = []
+        pending: list[Pending] = []
         pending_chunks = 0
         last_save = time.monotonic()
         done = 0
@@ -284,39 +310,34 @@ class Ingestor:
             if pending_chunks >= _EMBED_BATCH_CHUNKS:
                 self._commit(pending, summary)
                 pending, pending_chunks = [], 0
-                if time.monotonic() - last_save > _SAVE_EVERY_S:
+                if time.monotonic() - last_save > SAVE_EVERY_S:
                     self.ws.save_indexes()
                     last_save = time.monotonic()
         self._commit(pending, summary)
         if progress:
             progress(total, total, "")
 
-    def _prepare(self, item: _Examined, summary: IngestSummary) -> _Pending | None:
+    def _prepare(self, item: Examined, summary: IngestSummary) -> Pending | None:
         """Chunk a loaded file; record an unchanged or failed one and return None."""
         if item.unchanged:
             summary.unchanged += 1
             return None
         reason = item.error
         chunks: list[ChunkSpan] = []
-        if item.doc is not None:
-            chunks = self.chunker.chunk(item.doc.text, covering_sections(item.doc.text, item.doc.sections))
-            limit = self.ws.settings.max_file_chunks
-            if not chunks:
-                reason = "no text found in the file"
-            elif len(chunks) > limit:
-                reason = (
-                    f"the file makes {len(chunks):,} chunks, over the {limit:,}-chunk limit (max_file_chunks)"
-                )
-                chunks = []
+        if item.doc is not None and reason is None:
+            chunks, reason = chunk_document(self.chunker, item.doc, self.ws.settings.max_file_chunks)
         if reason is not None or item.doc is None:
-            reason = reason or "not loaded"
-            if item.recordable:
-                self._record_failure(item.file, item.known, reason)
-            summary.failed.append(FileFailure(str(item.file.path), reason))
+            self.fail(item, reason or "not loaded", summary)
             return None
-        return _Pending(item.file, item.sha256, item.doc, chunks, item.known.id if item.known else None)
+        return Pending(item.file, item.sha256, item.doc, chunks, item.known.id if item.known else None)
 
-    def _record_failure(self, f: ScannedFile, known: _Known | None, reason: str) -> None:
+    def fail(self, item: Examined, reason: str, summary: IngestSummary) -> None:
+        """Report a file that could not be ingested, and keep it visible in SQL where it can be."""
+        if item.recordable:
+            self._record_failure(item.file, item.known, reason)
+        summary.failed.append(FileFailure(str(item.file.path), reason))
+
+    def _record_failure(self, f: ScannedFile, known: Known | None, reason: str) -> None:
         """Keep the failure visible in `rag docs list`; status 'failed' with no hash makes the next run
         retry it, whatever happened to the file."""
         removed: list[int] = []
@@ -337,7 +358,7 @@ class Ingestor:
             doc.status, doc.error, doc.sha256, doc.size, doc.mtime = "failed", reason, "", f.size, f.mtime
         self.ws.remove_from_indexes(removed)
 
-    def _commit(self, pending: list[_Pending], summary: IngestSummary) -> None:
+    def _commit(self, pending: list[Pending], summary: IngestSummary) -> None:
         """Embed a batch of documents together, then store each in its own transaction."""
         if not pending:
             return
@@ -347,13 +368,17 @@ class Ingestor:
         for p in pending:
             vecs = vectors[offset : offset + len(p.chunks)]
             offset += len(p.chunks)
-            self._store(p, vecs)
-            if p.existing_id is None:
-                summary.added += 1
-            else:
-                summary.updated += 1
+            self.store(p, vecs, summary)
 
-    def _store(self, p: _Pending, vectors: np.ndarray) -> None:
+    def store(self, p: Pending, vectors: np.ndarray, summary: IngestSummary) -> None:
+        """One document and its chunks in one transaction, then into the in-memory indexes."""
+        self._store(p, vectors)
+        if p.existing_id is None:
+            summary.added += 1
+        else:
+            summary.updated += 1
+
+    def _store(self, p: Pending, vectors: np.ndarray) -> None:
         removed: list[int] = []
         with transaction(self.ws.sessions) as s:
             doc = s.get(Document, p.existing_id) if p.existing_id else None
@@ -383,6 +408,26 @@ class Ingestor:
             ids = np.array([r.id for r in rows], dtype=np.int64)
         self.ws.remove_from_indexes(removed)
         self.ws.add_to_indexes(ids, vectors, [c.text for c in p.chunks])
+
+
+def make_chunker(embedder: Embedder, chunk_tokens: int, overlap_tokens: int) -> Chunker:
+    """Chunks sized in the embedder's own tokens, never longer than it embeds without truncating."""
+    config = ChunkerConfig(max_tokens=min(chunk_tokens, embedder.max_tokens), overlap_tokens=overlap_tokens)
+    return Chunker(embedder.tokenizer, config)
+
+
+def chunk_document(
+    chunker: Chunker, doc: LoadedDocument, max_chunks: int
+) -> tuple[list[ChunkSpan], str | None]:
+    """A loaded document's chunks, or none and the reason it cannot be indexed (no text, too many
+    chunks): one rule for local and distributed ingest, so both report a file the same way."""
+    chunks = chunker.chunk(doc.text, covering_sections(doc.text, doc.sections))
+    if not chunks:
+        return [], "no text found in the file"
+    if len(chunks) > max_chunks:
+        limit = f"over the {max_chunks:,}-chunk limit (max_file_chunks)"
+        return [], f"the file makes {len(chunks):,} chunks, {limit}"
+    return chunks, None
 
 
 def covering_sections(text: str, sections: list[Section]) -> list[Section]:
