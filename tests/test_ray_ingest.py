@@ -167,11 +167,6 @@ def test_ray_ingest_matches_a_local_one(
         check = run_cli(settings, "index", "check")
         assert check.returncode == 0, check.stdout + check.stderr
 
-        again = _ingest(settings, corpus, env, address)
-        assert (again["added"], again["updated"], again["deleted"]) == (0, 0, 0)
-        assert again["unchanged"] == summary["added"]
-        assert [f["path"] for f in again["failed"]] == [f["path"] for f in summary["failed"]]
-
 
 def test_killing_the_driver_mid_run_leaves_sql_consistent_and_the_next_run_completes(
     ray_cluster: tuple[str, dict[str, str]], local_run: tuple[Path, Settings, dict[str, Any]], tmp_path: Path
@@ -201,7 +196,13 @@ def test_killing_the_driver_mid_run_leaves_sql_consistent_and_the_next_run_compl
         assert not consistent(state)
         assert seen.documents <= len(state) < N_FILES
 
-        _ingest(settings, corpus, env, address)
+        completed = _ingest(settings, corpus, env, address)
         assert snapshot(settings) == snapshot(local)
         check = run_cli(settings, "index", "check")
         assert check.returncode == 0, check.stdout + check.stderr
+
+        # a rerun does no work (here rather than in the test above: one Ray run fewer in CI)
+        again = _ingest(settings, corpus, env, address)
+        assert (again["added"], again["updated"], again["deleted"]) == (0, 0, 0)
+        assert again["unchanged"] == completed["added"] + completed["updated"] + completed["unchanged"] > 90
+        assert [f["path"] for f in again["failed"]] == [f["path"] for f in completed["failed"]]
