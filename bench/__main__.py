@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-DEFAULT = ["ingest", "decode", "prefill", "retrieve"]
+DEFAULT = ["ingest", "decode", "prefill", "retrieve", "quantize"]
 ALL = [*DEFAULT, "load"]
 
 
