@@ -1,13 +1,13 @@
 """`python -m bench [NAME ...]` (or `rag bench`): run benchmarks, print a table each, write JSON to
-bench/results/. Names: ingest, decode, prefill, retrieve, load; none given runs all but load
-(load needs a running server's worth of time and is run by name)."""
+bench/results/. Names: ingest, decode, prefill, retrieve, quantize, encoder, load; none given runs
+all but load (load needs a running server's worth of time and is run by name)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-DEFAULT = ["ingest", "decode", "prefill", "retrieve", "quantize"]
+DEFAULT = ["ingest", "decode", "prefill", "retrieve", "quantize", "encoder"]
 ALL = [*DEFAULT, "load"]
 
 
