@@ -28,9 +28,9 @@ from rag.evaluation.squad import (
     max_f1,
     normalize_answer,
     own_label,
-    strip_citations,
     token_f1,
 )
+from rag.text import strip_citations
 from tests.conftest import MODELS_CACHE
 
 # --------------------------------------------------------------------------------------------------
