@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from rag.inputs import MAX_ANSWER_CHARS, MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS, MAX_SQL_INT, blank, unclean
 from rag.retrieve import Filters
+from rag.types import RetrievalMode
 
 MAX_K = 50
 MAX_CHUNK_IDS = 50
@@ -42,7 +43,6 @@ Question = Annotated[
 ]
 TopK = Annotated[int | None, Field(ge=1, le=MAX_K, description="how many sources to retrieve")]
 ChunkId = Annotated[int, Field(ge=1, le=MAX_SQL_INT)]
-RetrievalMode = Literal["dense", "lexical", "hybrid"]
 
 
 class _Request(BaseModel):

@@ -30,8 +30,9 @@ from rag.config import Settings
 from rag.detect import Detector
 from rag.evaluation.detect_data import squad_rows
 from rag.evaluation.metrics import auroc
-from rag.evaluation.squad import max_f1, own_label, sample_questions, strip_citations
+from rag.evaluation.squad import max_f1, own_label, sample_questions
 from rag.generate import Generator
+from rag.text import strip_citations
 from rag.types import Source
 
 K = 4

@@ -19,7 +19,6 @@ it is reported apart and counted neither as context nor in the shares.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch
 from rag.attention import FIRST_CHUNK, GENERATED, SINK, attribution_layers
 from rag.detect import Detector, pool
 from rag.generate import Generation
+from rag.text import split_sentences
 from rag.types import Attribution, Evidence, Hallucination, SentenceAttribution, Source
 
 
@@ -59,46 +59,6 @@ def pooled_lookback(masses: torch.Tensor) -> float:
 
 # --------------------------------------------------------------------------------------------------
 # sentences
-
-# a sentence ends at . ! or ? (with closing quotes/brackets) and keeps the [n] citations that follow
-_END = re.compile(r"""[.!?]+["'”’)]*(?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])*(?=\s|$)""")
-_ABBREVIATIONS = frozenset(
-    ["e.g", "i.e", "mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "no", "fig", "approx", "inc", "ltd",
-     "jr", "sr", "cf", "al", "ca"]
-)
-
-
-def _false_end(text: str, line_start: int, m: re.Match[str], line_end: int) -> bool:
-    """A period that ends an abbreviation, an initial or a list number, or runs on in lower case."""
-    if not m.group().startswith("."):
-        return False
-    word = text[line_start : m.start()].rsplit(None, 1)[-1:] or [""]
-    w = word[0].lstrip("([\"'").lower()
-    if w in _ABBREVIATIONS or (len(w) == 1 and w.isalpha()):
-        return True
-    if w.isdigit() and not text[line_start : m.start()].strip()[: -len(w)].strip():
-        return True  # "1." opening a list item
-    rest = text[m.end() : line_end].lstrip()
-    return bool(rest) and rest[0].islower()
-
-
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Char [start, end) of each sentence, whitespace trimmed; lines always break sentences."""
-    spans: list[tuple[int, int]] = []
-    for line in re.finditer(r"[^\n]+", text):
-        start = line.start()
-        for m in _END.finditer(text, line.start(), line.end()):
-            if not _false_end(text, line.start(), m, line.end()):
-                spans.append((start, m.end()))
-                start = m.end()
-        spans.append((start, line.end()))
-    trimmed = []
-    for start, end in spans:
-        piece = text[start:end]
-        if piece.strip():
-            lead = len(piece) - len(piece.lstrip())
-            trimmed.append((start + lead, start + len(piece.rstrip())))
-    return trimmed
 
 
 def sentence_of_tokens(offsets: Sequence[tuple[int, int]], sentences: Sequence[tuple[int, int]]) -> list[int]:

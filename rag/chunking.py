@@ -9,16 +9,15 @@ point into the source.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from rag.text import CLAUSE_END
 from rag.types import ChunkSpan, Section
 
 # Boundary strength between two tokens, by what the gap between them contains.
 _PARAGRAPH, _LINE, _SENTENCE, _SPACE, _NONE = 4, 3, 2, 1, 0
-_SENTENCE_END = re.compile(r"[.!?;:][\"')\]]*$")
 _TOKENIZE_BLOCK_CHARS = 100_000  # tokenise huge sections in blocks to bound memory
 
 
@@ -76,7 +75,7 @@ class Chunker:
                 strength[i] = _PARAGRAPH
             elif "\n" in gap:
                 strength[i] = _LINE
-            elif gap and _SENTENCE_END.search(text[toks[i - 1][0] : toks[i - 1][1]]):
+            elif gap and CLAUSE_END.search(text[toks[i - 1][0] : toks[i - 1][1]]):
                 strength[i] = _SENTENCE
             elif gap:
                 strength[i] = _SPACE

@@ -11,11 +11,13 @@ from typing import Annotated, Any
 import typer
 
 from rag.config import Settings
+from rag.types import RETRIEVAL_MODES
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="workspace folder (env RAG_HOME)")]
 DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL (env RAG_DATABASE_URL)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
-ModeOpt = Annotated[str | None, typer.Option("--mode", help="retrieval: dense, lexical or hybrid (default)")]
+_MODE_HELP = f"retrieval: {', '.join(RETRIEVAL_MODES)} (default: RAG_RETRIEVAL_MODE, hybrid)"
+ModeOpt = Annotated[str | None, typer.Option("--mode", help=_MODE_HELP)]
 
 
 def settings_from(**flags: Any) -> Settings:

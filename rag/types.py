@@ -4,7 +4,14 @@ attribute). Each stage takes and returns these, so a stage can be called and tes
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
+
+RetrievalMode = Literal["dense", "lexical", "hybrid"]
+"""How retrieval ranks chunks: embedding cosine, BM25, or the two fused (rag.fusion)."""
+RETRIEVAL_MODES: tuple[RetrievalMode, ...] = get_args(RetrievalMode)
+FusionMethod = Literal["convex", "rrf"]
+"""How hybrid retrieval fuses its two lists: min-max scores mixed by weight, or reciprocal ranks."""
+FUSION_METHODS: tuple[FusionMethod, ...] = get_args(FusionMethod)
 
 
 class LoadError(Exception):

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from rag.attention import FIRST_CHUNK, GENERATED
-from rag.attribution import attribute, lookback_ratios, pooled_lookback, split_sentences
+from rag.attribution import attribute, lookback_ratios, pooled_lookback
 from rag.detect import BASELINE_METHOD, Detector, pool
 from rag.generate import Generation, Generator, Prompt
+from rag.text import split_sentences
 from tests.test_generate import generator, make_sources  # noqa: F401  (session fixture, shared)
 
 # ---- sentences (no model)

@@ -28,9 +28,9 @@ from rag.evaluation.squad import (
     max_f1,
     normalize_answer,
     own_label,
-    strip_citations,
     token_f1,
 )
+from rag.text import strip_citations
 from tests.conftest import MODELS_CACHE
 
 # --------------------------------------------------------------------------------------------------
@@ -160,9 +160,10 @@ def test_halueval_sets(tmp_path: Path) -> None:
     # swap: same template, the distractor is not in the knowledge; yes/no questions left out
     assert swap and all(e.response.startswith("The answer is ") for e in swap)
     assert not any(e.question == "Is water wet?" for e in swap)
-    for e in swap:
-        if e.hallucinated:
-            assert e.response.removeprefix("The answer is ").rstrip(".").lower() not in e.context.lower()
+    swapped = [e for e in swap if e.hallucinated]
+    assert swapped, "the swap set holds hallucinated answers to check"
+    for e in swapped:
+        assert e.response.removeprefix("The answer is ").rstrip(".").lower() not in e.context.lower()
     # every line of a question is in the same split, in every set
     for e in raw + matched + swap:
         assert e.split == split_of(e.group) and e.split in ("train", "val", "test")

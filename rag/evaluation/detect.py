@@ -17,7 +17,6 @@ come from `rag eval squad` and `rag eval train-detector` (rag.evaluation.trainin
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from collections import defaultdict
@@ -31,6 +30,7 @@ import numpy as np
 from rag.detect import Detector, Pooled, pool
 from rag.evaluation.detect_data import DetectExample
 from rag.evaluation.metrics import Interval, auroc, auroc_ci, f1_at
+from rag.text import words
 from rag.types import Source
 
 ProgressFn = Callable[[str], None]
@@ -73,14 +73,11 @@ def extract(generator: Any, examples: Sequence[DetectExample],
     return [out[i] for i in range(len(examples))]
 
 
-_WORD = re.compile(r"\w+")
-
-
 def unsupported_words(ex: DetectExample) -> float:
     """Share of the response's words found in neither the context nor the question."""
-    seen = set(_WORD.findall(f"{ex.context} {ex.question}".lower()))
-    words = _WORD.findall(ex.response.lower())
-    return sum(w not in seen for w in words) / len(words) if words else 0.0
+    seen = set(words(f"{ex.context} {ex.question}"))
+    answer = words(ex.response)
+    return sum(w not in seen for w in answer) / len(answer) if answer else 0.0
 
 
 @dataclass

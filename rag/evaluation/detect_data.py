@@ -333,7 +333,7 @@ def squad_swap(path: Path, n: int = 600, seed: int = 0) -> list[DetectExample]:
 
 def squad_continue(path: Path, n: int = 600, seed: int = 0) -> list[DetectExample]:
     """`n` answerable questions, each with a supported and an unsupported sentence-long answer."""
-    from rag.attribution import split_sentences
+    from rag.text import split_sentences
 
     rng = random.Random(seed + 1)
     rows = [r for r in squad_rows(path) if not r["is_impossible"] and r["answers"]["text"]]

@@ -42,9 +42,7 @@ import numpy as np
 from rag.detect import Detector, Pooled
 from rag.evaluation.detect_data import split_of, squad_rows
 from rag.evaluation.metrics import Interval, auroc, auroc_ci, share
-
-_CITATION = re.compile(r"\[\d+(?:\s*[,;]\s*\d+)*\]")
-
+from rag.text import strip_citations
 
 # --------------------------------------------------------------------------------------------------
 # metrics
@@ -96,10 +94,6 @@ def own_label(answerable: bool, answer: str, golds: Sequence[str], declined: boo
     if contains_answer(text, golds):
         return 0
     return 1 if max_f1(text, golds) == 0.0 else None
-
-
-def strip_citations(answer: str) -> str:
-    return " ".join(_CITATION.sub(" ", answer).split())
 
 
 # --------------------------------------------------------------------------------------------------

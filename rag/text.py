@@ -1,0 +1,80 @@
+"""Text rules shared by indexing, attribution, the report and evaluation: words, stopwords, the [n]
+citations answers carry, and where sentences end. One definition each, so BM25, evidence matching and
+the evaluation's answer checks agree on what a word, a citation and a sentence are."""
+
+from __future__ import annotations
+
+import re
+
+# Unicode letters and digits; underscores split too, so ``snake_case`` matches ``snake`` and ``case``.
+WORD = re.compile(r"[^\W_]+")
+
+# The usual English list (NLTK's): these words carry no topical signal, for BM25 or for matching.
+STOPWORDS: frozenset[str] = frozenset(
+    """i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she
+    her hers herself it its itself they them their theirs themselves what which who whom this that
+    these those am is are was were be been being have has had having do does did doing a an the and
+    but if or because as until while of at by for with about against between into through during
+    before after above below to from up down in out on off over under again further then once here
+    there when where why how all any both each few more most other some such no nor not only own same
+    so than too very s t can will just don should now d ll m o re ve y ain aren couldn didn doesn hadn
+    hasn haven isn ma mightn mustn needn shan shouldn wasn weren won wouldn""".split()  # noqa: SIM905
+)
+
+# A citation of sources by number, as the generator is asked to write them: [1], [1, 3], [2; 4].
+# Group 1 is the list of numbers.
+CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+
+# A sentence ends at . ! or ? (with closing quotes/brackets) and keeps the [n] citations that follow.
+_SENTENCE_END = re.compile(
+    r"""[.!?]+["'”’)]*(?:\s*""" + CITATION.pattern.replace("(", "(?:", 1) + r""")*(?=\s|$)"""
+)
+# A token that closes a clause or sentence: where the chunker prefers to cut.
+CLAUSE_END = re.compile(r"[.!?;:][\"')\]]*$")
+_ABBREVIATIONS = frozenset(
+    ["e.g", "i.e", "mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "no", "fig", "approx", "inc", "ltd",
+     "jr", "sr", "cf", "al", "ca"]
+)  # fmt: skip
+
+
+def words(text: str) -> list[str]:
+    """The lowercase words of ``text``, in order."""
+    return WORD.findall(text.lower())
+
+
+def strip_citations(text: str) -> str:
+    """``text`` without its [n] citations, whitespace folded."""
+    return " ".join(CITATION.sub(" ", text).split())
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Char [start, end) of each sentence, whitespace trimmed; lines always break sentences."""
+    spans: list[tuple[int, int]] = []
+    for line in re.finditer(r"[^\n]+", text):
+        start = line.start()
+        for m in _SENTENCE_END.finditer(text, line.start(), line.end()):
+            if not _false_end(text, line.start(), m, line.end()):
+                spans.append((start, m.end()))
+                start = m.end()
+        spans.append((start, line.end()))
+    trimmed = []
+    for start, end in spans:
+        piece = text[start:end]
+        if piece.strip():
+            lead = len(piece) - len(piece.lstrip())
+            trimmed.append((start + lead, start + len(piece.rstrip())))
+    return trimmed
+
+
+def _false_end(text: str, line_start: int, m: re.Match[str], line_end: int) -> bool:
+    """A period that ends an abbreviation, an initial or a list number, or runs on in lower case."""
+    if not m.group().startswith("."):
+        return False
+    word = text[line_start : m.start()].rsplit(None, 1)[-1:] or [""]
+    w = word[0].lstrip("([\"'").lower()
+    if w in _ABBREVIATIONS or (len(w) == 1 and w.isalpha()):
+        return True
+    if w.isdigit() and not text[line_start : m.start()].strip()[: -len(w)].strip():
+        return True  # "1." opening a list item
+    rest = text[m.end() : line_end].lstrip()
+    return bool(rest) and rest[0].islower()
