@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pypdf import PdfReader
 from pypdf.errors import DependencyError
@@ -419,6 +419,7 @@ def test_supported_suffixes_are_lower_case_with_dot() -> None:
 @given(
     text=st.text(alphabet="#=-~`:a b\n\r\t.", max_size=300), suffix=st.sampled_from([".md", ".rst", ".txt"])
 )
+@example(text=" :\n=", suffix=".md")  # an indented setext heading: its section began at the space
 def test_sections_valid_for_any_markup(tmp_path: Path, text: str, suffix: str) -> None:
     path = df.make_text(tmp_path / f"any{suffix}", text)
     try:

@@ -89,9 +89,12 @@ def _lines(text: str) -> list[tuple[int, str]]:
 
 
 def _heading_sections(text: str, heads: list[tuple[int, str]]) -> list[Section]:
-    """One section per (offset, heading), running to the next heading, trailing blank lines excluded."""
+    """One section per (offset, heading), running to the next heading, surrounding whitespace excluded
+    (a heading line may be indented: CommonMark allows up to three spaces)."""
     sections = []
     for i, (start, heading) in enumerate(heads):
         end = heads[i + 1][0] if i + 1 < len(heads) else len(text)
-        sections.append(Section(start, start + len(text[start:end].rstrip()), heading=heading))
+        span = text[start:end]
+        lead = len(span) - len(span.lstrip())
+        sections.append(Section(start + lead, start + len(span.rstrip()), heading=heading))
     return sections
