@@ -16,9 +16,6 @@ token is reported apart.
 from __future__ import annotations
 
 import bisect
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -26,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import DynamicCache
 
 from rag.attention import (
     ATTENTION,
@@ -39,7 +36,8 @@ from rag.attention import (
 )
 from rag.config import Settings
 from rag.kvcache import KV, ChunkKVCache, UnitKey, rope_of, shift_keys
-from rag.resources import GENERATORS, SplitGGUF, resolve_model_path
+from rag.loading import load_causal_lm
+from rag.textstream import TextStream
 from rag.types import BadInput, Source
 
 # Short answers: on SQuAD questions a 0.5B model asked for "one short sentence" copied the answer
@@ -111,107 +109,6 @@ class Generation:
 
 
 # --------------------------------------------------------------------------------------------------
-# loading
-
-
-def _gguf_target(models_dir: Path, gguf_name: str) -> Path:
-    return models_dir / gguf_name.removesuffix(".gguf")
-
-
-def convert_gguf(gguf_path: Path, target: Path) -> None:
-    """Dequantize a GGUF file into a transformers folder once, so later loads take ~1 s, not ~30 s.
-
-    Written to a temp folder beside the target, then renamed: a crash never leaves a half-converted
-    model behind, and of two processes converting at once the second simply keeps the first's."""
-    try:
-        import accelerate  # noqa: F401  transformers needs it to read GGUF files
-    except ImportError as e:
-        raise RuntimeError("reading GGUF needs the 'accelerate' package: pip install accelerate") from e
-    folder, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    model.hf_quantizer = None  # the weights are plain tensors now; save_pretrained must not re-quantize
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.converting-"))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the model folder is not a secret
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _bytes_bar(label: str) -> Callable[[int, int], None]:
-    """A tqdm bar on stderr for a long one-off step (assembling parts), quiet when not a terminal."""
-    from tqdm import tqdm
-
-    bar: Any = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False, disable=None)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
-
-
-def load_causal_lm(
-    spec: str, models_dir: Path, device: str = "cpu", quantize: str = "none"
-) -> tuple[Any, Any, str]:
-    """(model, tokenizer, name) for a model spec; GGUF files are converted once into models_dir.
-
-    A named split model is assembled from its parts first (sha256 checked) and the assembled GGUF is
-    removed once converted: only the converted folder is needed after that."""
-    named = GENERATORS.get(spec)
-    if isinstance(named, SplitGGUF):
-        target = _gguf_target(models_dir, named.filename)
-        if not (target / "config.json").exists():
-            gguf = Path(resolve_model_path(spec, models_dir, _bytes_bar(f"assembling {named.filename}")))
-            convert_gguf(gguf, target)
-            gguf.unlink(missing_ok=True)
-        path, name = str(target), target.name
-    else:
-        path = resolve_model_path(spec)
-        name = Path(path).name if Path(path).exists() else path
-        if path.endswith(".gguf"):
-            target = _gguf_target(models_dir, Path(path).name)
-            if not (target / "config.json").exists():
-                convert_gguf(Path(path), target)
-            path, name = str(target), target.name
-    # fp32 on CPU (fp16 matmuls are slow there); bf16 on accelerators. Masses are summed in fp32.
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=ATTENTION)
-    model = model.to(device).eval()
-    if quantize == "int8":
-        model = quantize_int8(model)
-        name = f"{name}+int8"
-    return model, tokenizer, name
-
-
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 for every linear layer (weights int8, activations quantized per batch); attention
-    itself, and so the masses, stay in fp32. CPU only: fbgemm/qnnpack kernels."""
-    import warnings
-
-    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
-        warnings.simplefilter("ignore")
-        from torch.ao.quantization import quantize_dynamic
-
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
-# --------------------------------------------------------------------------------------------------
 # the generator
 
 
@@ -222,69 +119,6 @@ class _PrefixCache:
     text: str
     token_ids: list[int]
     kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer: (1, kvH, prefix_len, D) each
-
-
-class _TextStream:
-    """Detokenizes the answer as it grows: holds back incomplete UTF-8, leading/trailing whitespace and
-    anything that could still become a stop string, so streamed pieces concatenate to the final text."""
-
-    def __init__(self, tokenizer: Any, stop_strings: Sequence[str]) -> None:
-        self.tokenizer = tokenizer
-        self.stop_strings = tuple(s for s in stop_strings if s)
-        self.ids: list[int] = []
-        self.ends: list[int] = []  # per token: len(raw text) after it
-        self.raw = ""
-        self.cut: int | None = None  # where a stop string began
-        self.emitted = 0
-
-    def push(self, token_id: int) -> str:
-        """Add a token; return the newly safe text (possibly empty)."""
-        self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):  # a multi-byte character is complete
-            self.raw = text
-        self.ends.append(len(self.raw))
-        for stop in self.stop_strings:
-            at = self.raw.find(stop)
-            if at >= 0 and (self.cut is None or at < self.cut):
-                self.cut = at
-        return self._take(final=False)
-
-    @property
-    def stopped(self) -> bool:
-        return self.cut is not None
-
-    def finish(self) -> str:
-        return self._take(final=True)
-
-    def _visible(self) -> tuple[int, int]:
-        text = self.raw if self.cut is None else self.raw[: self.cut]
-        return len(text) - len(text.lstrip()), len(text.rstrip())
-
-    def _take(self, final: bool) -> str:
-        start, end = self._visible()
-        if not final and self.cut is None:
-            held = max((n for s in self.stop_strings for n in range(1, len(s)) if self.raw.endswith(s[:n])),
-                       default=0)
-            end = min(end, len(self.raw) - held)
-        begin = max(self.emitted, start)
-        if end <= begin:
-            return ""
-        self.emitted = end
-        return self.raw[begin:end]
-
-    def result(self) -> tuple[str, list[int], list[tuple[int, int]]]:
-        """(text, kept token ids, per-token char offsets into text). Tokens past a stop string are cut."""
-        start, end = self._visible()
-        text = self.raw[start:end]
-        ids, offsets, prev = [], [], 0
-        for token_id, token_end in zip(self.ids, self.ends, strict=True):
-            if self.cut is not None and prev >= self.cut:
-                break
-            ids.append(token_id)
-            offsets.append((min(max(prev - start, 0), len(text)), min(max(token_end - start, 0), len(text))))
-            prev = token_end
-        return text, ids, offsets
 
 
 class Generator:
@@ -596,7 +430,7 @@ class Generator:
         reducer = self._reducer(prompt, n_new)
         features = torch.zeros(n_new, self.n_layers, self.n_heads, prompt.n_segments, device=self.device)
         token_masses = torch.zeros(n_new, len(prompt.token_ids), device=self.device)
-        stream = _TextStream(self.tokenizer, self.stop_strings)
+        stream = TextStream(self.tokenizer, self.stop_strings)
 
         # prefill: the last prompt position's attention is the first answer token's
         t0 = time.perf_counter()

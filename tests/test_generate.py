@@ -12,7 +12,8 @@ import torch
 
 from rag.attention import ATTENTION, EAGER_ATTENTION
 from rag.config import Settings
-from rag.generate import FIRST_CHUNK, GENERATED, QUESTION, SINK, Generator, _TextStream
+from rag.generate import FIRST_CHUNK, GENERATED, QUESTION, SINK, Generator
+from rag.textstream import TextStream
 from rag.types import Source
 from tests.conftest import MODELS_CACHE
 
@@ -172,7 +173,7 @@ def test_context_budget_keeps_the_top_ranked_sources(generator: Generator) -> No
 
 def test_stream_holds_back_a_stop_string_until_it_is_decided(generator: Generator) -> None:
     tok = generator.tokenizer
-    stream = _TextStream(tok, ["\nQuestion:"])
+    stream = TextStream(tok, ["\nQuestion:"])
     pieces = [stream.push(t) for t in tok("Paris.\nQuestion: what", add_special_tokens=False)["input_ids"]]
     pieces.append(stream.finish())
     assert stream.stopped and "".join(pieces) == "Paris."
