@@ -121,6 +121,83 @@ class _PrefixCache:
     kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer: (1, kvH, prefix_len, D) each
 
 
+class Decoding:
+    """One request being decoded: its KV cache, attention buffers, text stream and the token to feed
+    next. `advance` and `accept` are the two halves of a decoding step around the model's forward,
+    so a step runs the same whether the forward was this request's alone or a batch's."""
+
+    def __init__(
+        self,
+        prompt: Prompt,
+        n_new: int,
+        cache: DynamicCache,
+        reducer: AttentionReducer,
+        features: torch.Tensor,
+        token_masses: torch.Tensor,
+        stream: TextStream,
+        eos_ids: frozenset[int],
+        units_encoded: int,
+        started: float,
+    ) -> None:
+        self.prompt, self.n_new, self.cache, self.reducer = prompt, n_new, cache, reducer
+        self.features, self.token_masses, self.stream, self.eos_ids = features, token_masses, stream, eos_ids
+        self.units_encoded = units_encoded
+        self.started = started
+        self.prefill_ms = 0.0
+        self.logprobs: list[float] = []
+        self.token = -1
+        self.step = -1  # index of the answer token `token` is
+        self.stop_reason = "length"
+
+    def accept(self, logits: torch.Tensor) -> None:
+        """Take the greedy token from one position's logits (V,)."""
+        self.token = int(logits.argmax())
+        self.logprobs.append(_logprob(logits, self.token))
+        self.step += 1
+
+    def advance(self, on_token: Callable[[str], None] | None) -> bool:
+        """Emit the token just chosen; True when another forward is wanted (the reducer then targets
+        the next token's rows), False when the answer ended (EOS, a stop string, the length)."""
+        if self.token in self.eos_ids:
+            self.stop_reason = "eos"
+            return False
+        piece = self.stream.push(self.token)
+        if on_token is not None and piece:
+            on_token(piece)
+        if self.stream.stopped:
+            self.stop_reason = "stop_string"
+            return False
+        if self.step + 1 == self.n_new:
+            return False
+        nxt = slice(self.step + 1, self.step + 2)
+        self.reducer.target(slice(None), self.features[nxt], self.token_masses[nxt])
+        return True
+
+    def next_ids(self) -> torch.Tensor:
+        return torch.tensor([[self.token]], device=self.features.device)
+
+    def finish(self, on_token: Callable[[str], None] | None) -> Generation:
+        tail = self.stream.finish()
+        if on_token is not None and tail:
+            on_token(tail)
+        text, token_ids, offsets = self.stream.result()
+        total_ms = (time.perf_counter() - self.started) * 1000
+        return Generation(
+            text=text,
+            token_ids=token_ids,
+            offsets=offsets,
+            features=self.features[: len(token_ids)].cpu(),
+            token_masses=self.token_masses[: len(token_ids)].cpu(),
+            logprobs=self.logprobs[: len(token_ids)],
+            prompt=self.prompt,
+            stop_reason=self.stop_reason,
+            prefill_ms=self.prefill_ms,
+            decode_ms=total_ms - self.prefill_ms,
+            units_cached=len(self.prompt.units) - self.units_encoded,
+            units_encoded=self.units_encoded,
+        )
+
+
 class Generator:
     """A causal LM that answers from numbered sources and reports where it looked while answering."""
 
@@ -423,6 +500,23 @@ class Generator:
         use_prefix_cache: bool = True,
     ) -> Generation:
         """Greedy answer with attention masses collected in the decoding pass itself."""
+        decoding = self.start(question, sources, max_new_tokens=max_new_tokens,
+                              use_prefix_cache=use_prefix_cache)
+        while decoding.advance(on_token):
+            decoding.accept(self._forward(decoding.next_ids(), decoding.cache, decoding.reducer))
+        return decoding.finish(on_token)
+
+    @torch.inference_mode()
+    def start(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        max_new_tokens: int | None = None,
+        use_prefix_cache: bool = True,
+    ) -> Decoding:
+        """Prefill: the request's cache, its attention buffers and its first token, ready to decode
+        one token per forward (`Generator.generate` alone, `rag.batching` with other requests)."""
         prompt = self.build_prompt(question, sources)
         if not use_prefix_cache:
             prompt = replace(prompt, prefix_len=0, units=())
@@ -430,58 +524,19 @@ class Generator:
         reducer = self._reducer(prompt, n_new)
         features = torch.zeros(n_new, self.n_layers, self.n_heads, prompt.n_segments, device=self.device)
         token_masses = torch.zeros(n_new, len(prompt.token_ids), device=self.device)
-        stream = TextStream(self.tokenizer, self.stop_strings)
 
-        # prefill: the last prompt position's attention is the first answer token's
+        # the last prompt position's attention is the first answer token's
         t0 = time.perf_counter()
         cache, held, encoded = self._start_cache(prompt)
         ids = torch.tensor([prompt.token_ids[held:]], device=self.device)
         reducer.target(slice(-1, None), features[0:1], token_masses[0:1])
         logits = self._forward(ids, cache, reducer)
         self._check_reduced(reducer)
-        next_id = logits.argmax().view(1, 1)
-        token = int(next_id)
-        logprobs = [_logprob(logits, token)]
-        t1 = time.perf_counter()
-
-        stop_reason = "length"
-        for step in range(n_new):
-            if token in self.eos_ids:
-                stop_reason = "eos"
-                break
-            piece = stream.push(token)
-            if on_token is not None and piece:
-                on_token(piece)
-            if stream.stopped:
-                stop_reason = "stop_string"
-                break
-            if step + 1 == n_new:
-                break
-            reducer.target(slice(None), features[step + 1 : step + 2], token_masses[step + 1 : step + 2])
-            logits = self._forward(next_id, cache, reducer)
-            next_id = logits.argmax().view(1, 1)
-            token = int(next_id)
-            logprobs.append(_logprob(logits, token))
-        tail = stream.finish()
-        if on_token is not None and tail:
-            on_token(tail)
-        t2 = time.perf_counter()
-
-        text, token_ids, offsets = stream.result()
-        return Generation(
-            text=text,
-            token_ids=token_ids,
-            offsets=offsets,
-            features=features[: len(token_ids)].cpu(),
-            token_masses=token_masses[: len(token_ids)].cpu(),
-            logprobs=logprobs[: len(token_ids)],
-            prompt=prompt,
-            stop_reason=stop_reason,
-            prefill_ms=(t1 - t0) * 1000,
-            decode_ms=(t2 - t1) * 1000,
-            units_cached=len(prompt.units) - encoded,
-            units_encoded=encoded,
-        )
+        decoding = Decoding(prompt, n_new, cache, reducer, features, token_masses,
+                            TextStream(self.tokenizer, self.stop_strings), self.eos_ids, encoded, t0)
+        decoding.accept(logits)
+        decoding.prefill_ms = (time.perf_counter() - t0) * 1000
+        return decoding
 
     def teacher_force(self, question: str, sources: Sequence[Source], answer_text: str) -> Generation:
         """The same attention masses for an answer written elsewhere (see `teacher_force_many`)."""
