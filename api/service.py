@@ -105,7 +105,9 @@ class Service:
         self.settings = rag.settings
         self.metrics = Metrics(self.counts)
         self.load_models = load_models
-        self.generation = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sightline-generate")
+        # one thread per ask that may decode at once: with batching, they wait on the shared batch
+        self.generation = ThreadPoolExecutor(max_workers=rag.settings.batch_max,
+                                             thread_name_prefix="sightline-generate")
         self.retrieval = ThreadPoolExecutor(
             max_workers=os.cpu_count() or 2, thread_name_prefix="sightline-search"
         )

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from rag.attribution import attribute, evidence_spans
+from rag.batching import DecodeBatcher
 from rag.config import Settings
 from rag.db import transaction
 from rag.detect import Detector
@@ -43,10 +44,18 @@ def declined(answer: str) -> bool:
 
 
 class AnswerPipeline:
-    def __init__(self, workspace: Workspace, generator: Generator, detector: Detector) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        generator: Generator,
+        detector: Detector,
+        batcher: DecodeBatcher | None = None,
+    ) -> None:
         self.ws = workspace
         self.generator = generator
         self.detector = detector
+        # concurrent asks share decoding steps (settings.batch_max > 1); else each decodes alone
+        self.decode = batcher.generate if batcher is not None else generator.generate
 
     @property
     def settings(self) -> Settings:
@@ -80,7 +89,7 @@ class AnswerPipeline:
             answer.answer_kind = "refusal"
             answer.hallucination = Hallucination(0.0, False, method, self.detector.threshold)
         else:
-            generation = self.generator.generate(question, sources, on_token=on_token)
+            generation = self.decode(question, sources, on_token=on_token)
             if on_generation:
                 on_generation(generation)
             timings.prefill_ms, timings.decode_ms = generation.prefill_ms, generation.decode_ms

@@ -72,12 +72,15 @@ class Rag:
         with self._pipeline_lock:
             if self._pipeline is None:
                 from rag.answering import AnswerPipeline
+                from rag.batching import DecodeBatcher
                 from rag.detect import Detector
                 from rag.generate import Generator
 
                 generator = Generator.load(self.settings)
                 detector = Detector.for_generator(generator.name)
-                self._pipeline = AnswerPipeline(self.workspace, generator, detector)
+                batch = self.settings.batch_max
+                batcher = DecodeBatcher(generator, batch) if batch > 1 else None
+                self._pipeline = AnswerPipeline(self.workspace, generator, detector, batcher)
             return self._pipeline
 
     def ask(
