@@ -1,6 +1,6 @@
 """`python -m bench [NAME ...]` (or `rag bench`): run benchmarks, print a table each, write JSON to
-bench/results/. Names: ingest, decode, prefill, parallel, retrieve, quantize, encoder, load; none given
-runs all but load (load needs a running server's worth of time and is run by name). Options after the
+bench/results/. Names: ingest, decode, prefill, parallel, batching, retrieve, quantize, encoder, load; none
+given runs all but load (load needs a running server's worth of time and is run by name). Options after the
 names (``python -m bench ingest --ray``) go to each named bench's ``main``."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-DEFAULT = ["ingest", "decode", "prefill", "parallel", "retrieve", "quantize", "encoder"]
+DEFAULT = ["ingest", "decode", "prefill", "parallel", "batching", "retrieve", "quantize", "encoder"]
 ALL = [*DEFAULT, "load"]
 
 
