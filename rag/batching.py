@@ -177,15 +177,15 @@ class DecodeBatcher:
         index = torch.tensor(rows, device=self.generator.device)
         kept = [(k.index_select(0, index)[:, :, cut:], v.index_select(0, index)[:, :, cut:])
                 for k, v in _layers(cache)]
-        return _cache_of(self.generator, kept)
+        return self.generator.cache_of(kept)
 
     def _join(self, batch: list[_Row], cache: DynamicCache | None, row: _Row) -> DynamicCache:
         """Add a prefilled request's cache to the batched one, left-padding whichever is shorter."""
         own = _layers(row.decoding.cache)
-        row.decoding.cache = _cache_of(self.generator, [])  # its KV lives in the batch from now on
+        row.decoding.cache = self.generator.cache_of([])  # its KV lives in the batch from now on
         if cache is None:
             batch.append(row)
-            return _cache_of(self.generator, own)
+            return self.generator.cache_of(own)
         shared = _layers(cache)
         length, new = shared[0][0].shape[2], own[0][0].shape[2]
         width = max(length, new)
@@ -197,18 +197,11 @@ class DecodeBatcher:
             (torch.cat([_pad(k, width), _pad(k2, width)]), torch.cat([_pad(v, width), _pad(v2, width)]))
             for (k, v), (k2, v2) in zip(shared, own, strict=True)
         ]
-        return _cache_of(self.generator, merged)
+        return self.generator.cache_of(merged)
 
 
 def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cast(list[Any], cache.layers)]
-
-
-def _cache_of(generator: Generator, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-    cache = DynamicCache(config=generator.model.config)
-    for layer, (k, v) in enumerate(kv):
-        cache.update(k, v, layer)
-    return cache
 
 
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:

@@ -423,14 +423,18 @@ class Generator:
         rest, _ = self._encode(text[len(p.text):], whole=False)
         return n if ids[:n] == p.token_ids and ids[n:] == rest else 0
 
-    def _new_cache(self, prompt: Prompt) -> DynamicCache:
-        """A per-request cache holding the prefix. update() concatenates into new tensors, so the
-        shared prefix tensors are never written: safe for concurrent requests."""
+    def cache_of(self, kv: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+        """A cache holding these per-layer keys and values. update() concatenates into new tensors, so
+        the given ones are never written: a shared prefix or batch stays intact."""
         cache = DynamicCache(config=self.model.config)
-        if prompt.prefix_len and self._prefix is not None:
-            for layer, (k, v) in enumerate(self._prefix.kv):
-                cache.update(k, v, layer)
+        for layer, (k, v) in enumerate(kv):
+            cache.update(k, v, layer)
         return cache
+
+    def _new_cache(self, prompt: Prompt) -> DynamicCache:
+        """A per-request cache holding the prefix (never written: safe for concurrent requests)."""
+        prefix = self._prefix if prompt.prefix_len else None
+        return self.cache_of(prefix.kv if prefix is not None else ())
 
     def _start_cache(self, prompt: Prompt) -> tuple[DynamicCache, int, int]:
         """A per-request cache, how many leading prompt tokens it already holds, and how many chunk
@@ -456,9 +460,7 @@ class Generator:
     def _encode_unit(self, ids: list[int]) -> KV:
         """Keys and values of a unit that follows the prefix and sees nothing else."""
         assert self._prefix is not None
-        cache = DynamicCache(config=self.model.config)
-        for layer, (k, v) in enumerate(self._prefix.kv):
-            cache.update(k, v, layer)
+        cache = self.cache_of(self._prefix.kv)
         self.model(input_ids=torch.tensor([ids], device=self.device), cache=cache, use_cache=True,
                    logits_to_keep=1)
         n = len(self._prefix.token_ids)
@@ -566,9 +568,7 @@ class Generator:
             token_masses = torch.zeros(T, P, device=self.device)
             logprobs: list[float] = []
             if T:
-                cache = DynamicCache(config=self.model.config)
-                for layer, (k, v) in enumerate(kv):
-                    cache.update(k, v, layer)
+                cache = self.cache_of(kv)
                 reducer = self._reducer(prompt, T)
                 reducer.target(slice(0, T), features, token_masses)
                 inputs = torch.tensor([[prompt.token_ids[P - 1], *ids[:-1]]], device=self.device)
