@@ -11,23 +11,25 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware import Middleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Match
 
+from api.connections import uvicorn_options
 from api.deps import V1
 from api.metrics import HttpMetrics
 from api.middleware import ApiKeyAuth, BodyLimit
 from api.routes import api_router, health, web
-from api.schemas import error_responses
-from api.service import DATABASE_RETRY_AFTER_S, Service, database_detail
+from api.schemas import MAX_JSON_BYTES, error_responses
+from api.service import DATABASE_RETRY_AFTER_S, ClientDisconnected, Service, database_detail
 from rag.config import Settings
 from rag.core import Rag
 from rag.db import DATABASE_DOWN
@@ -37,6 +39,8 @@ logger = logging.getLogger("sightline.api")
 
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 MULTIPART_OVERHEAD = 256 * 1024  # part headers and boundaries on top of the files' own bytes
+MAX_REPORTED_ERRORS = 20  # validation errors listed in a 422
+MAX_ECHO_CHARS = 200  # of each invalid input echoed back
 
 
 def create_app(settings: Settings | None = None, *, load_models: bool = True) -> FastAPI:
@@ -44,6 +48,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     then load on first use): for tests and tools that never ask."""
     settings = settings or Settings()
     service = Service(Rag(settings), load_models=load_models)  # Rag opens (and migrates) the database
+    upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -57,10 +62,11 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         "hallucination flags per answer.",
         version="0.1.0",
         lifespan=lifespan,
+        redirect_slashes=False,  # Starlette's redirect echoes the Host header; ours is relative (below)
         middleware=[  # outermost first
             Middleware(HttpMetrics, metrics=service.metrics),
             Middleware(ApiKeyAuth, keys=settings.api_key_list, prefix=V1),
-            Middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD),
+            Middleware(BodyLimit, upload_limit=upload_limit, json_limit=MAX_JSON_BYTES),
         ],
     )
     app.state.service = service
@@ -80,13 +86,55 @@ class _AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
+def _bounded_errors(errors: Sequence[Any]) -> list[Any]:
+    """At most ``MAX_REPORTED_ERRORS`` validation errors, each echoing at most ``MAX_ECHO_CHARS`` of
+    the input, then one line counting the rest: a body of 300k unknown keys made a 34 MB reply."""
+    shown = [{**e, "input": _clipped(e.get("input"))} for e in errors[:MAX_REPORTED_ERRORS]]
+    if len(errors) > MAX_REPORTED_ERRORS:
+        rest = len(errors) - MAX_REPORTED_ERRORS
+        shown.append({"type": "too_many_errors", "loc": [], "msg": f"and {rest:,} more errors"})
+    encoded: list[Any] = jsonable_encoder(shown)
+    return encoded
+
+
+def _clipped(value: Any) -> Any:
+    """Scalars as they are; long strings cut; objects and lists only described (they may be huge)."""
+    if isinstance(value, str) and len(value) > MAX_ECHO_CHARS:
+        return value[:MAX_ECHO_CHARS] + f"... ({len(value):,} characters)"
+    if isinstance(value, dict):
+        return f"an object with {len(value):,} keys"
+    if isinstance(value, list | tuple):
+        return f"an array of {len(value):,} items"
+    if isinstance(value, bytes):
+        return _clipped(value.decode("utf-8", "replace"))
+    return value
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     """Bad input is the caller's to fix: 422 with what to change. Anything else is our bug: logged with
     its traceback, and a JSON 500 that does not leak internals."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        errors = await run_in_threadpool(_bounded_errors, exc.errors())  # off the event loop
+        return _AsciiJSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(ClientDisconnected)
+    async def client_disconnected(_: Request, exc: ClientDisconnected) -> Response:
+        return Response(status_code=499)  # nobody reads it; /metrics counts it as nginx does
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        """A route's own 404 as it is; an unknown path that names a route but for its trailing slash
+        is redirected to that route with a relative Location (never built from the Host header)."""
+        detail = getattr(exc, "detail", "Not Found")
+        path = request.url.path
+        if detail == "Not Found" and path.endswith("/") and len(path) > 1:
+            target = {**request.scope, "path": path.rstrip("/")}
+            if any(r.matches(target)[0] != Match.NONE for r in app.router.routes):
+                query = request.url.query
+                return RedirectResponse(target["path"] + (f"?{query}" if query else ""), status_code=307)
+        return JSONResponse({"detail": detail}, status_code=404)
 
     @app.exception_handler(405)
     async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
@@ -137,7 +185,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         metrics_dir = tempfile.mkdtemp(prefix="sightline-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers)
+        options = uvicorn_options(settings)
+        uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers, **options)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

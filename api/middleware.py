@@ -50,23 +50,29 @@ class ApiKeyAuth:
 
 
 class BodyLimit:
-    """413 for request bodies over ``limit`` bytes: a declared Content-Length is refused up front, and
-    a chunked body is counted as it streams in."""
+    """413 for request bodies over their limit: ``upload_limit`` bytes for multipart uploads, else
+    ``json_limit`` (a JSON body is parsed and validated on the event loop, so its size bounds how long
+    one request can hold it: 3.5 MB of unknown keys took 14 s). A declared Content-Length is refused up
+    front, and a chunked body is counted as it streams in."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, upload_limit: int, json_limit: int) -> None:
         self.app = app
-        self.limit = limit
-
-    def _too_large(self) -> str:
-        return f"request body over the {self.limit:,}-byte limit; send smaller or fewer files"
+        self.upload_limit = upload_limit
+        self.json_limit = json_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            await JSONResponse({"detail": self._too_large()}, status_code=413)(scope, receive, send)
+        headers = dict(scope["headers"])
+        upload = headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")
+        limit = self.upload_limit if upload else self.json_limit
+        too_large = f"request body over the {limit:,}-byte limit"
+        if upload:
+            too_large += "; send smaller or fewer files"
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await JSONResponse({"detail": too_large}, status_code=413)(scope, receive, send)
             return
         received = 0
 
@@ -75,8 +81,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise HTTPException(413, self._too_large())  # FastAPI answers it as JSON
+                if received > limit:
+                    raise HTTPException(413, too_large)  # FastAPI answers it as JSON
             return message
 
         await self.app(scope, counted, send)

@@ -12,12 +12,24 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from rag.inputs import MAX_ANSWER_CHARS, MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS, MAX_SQL_INT, blank, unclean
+from rag.inputs import (
+    MAX_ANSWER_CHARS,
+    MAX_ANSWER_TOKENS,
+    MAX_CONTEXT_CHARS,
+    MAX_QUESTION_CHARS,
+    MAX_QUESTION_TOKENS,
+    MAX_SQL_INT,
+    blank,
+    unclean,
+)
 from rag.retrieve import Filters
 from rag.types import RetrievalMode
 
 MAX_K = 50
 MAX_CHUNK_IDS = 50
+# the largest valid body (attribute: question, answer and context at their limits, every character
+# JSON-escaped as a surrogate pair, 12 bytes) is ~290 KB
+MAX_JSON_BYTES = 512 * 1024
 
 
 def _clean_text(value: str) -> str:
@@ -41,6 +53,10 @@ Question = Annotated[
     AfterValidator(_clean_text),
     AfterValidator(_not_blank),
 ]
+_QUESTION_LIMITS = (
+    f"1 to {MAX_QUESTION_CHARS:,} characters, and for ask and attribute at most {MAX_QUESTION_TOKENS:,} "
+    "tokens of the generator's tokenizer (422 beyond either)"
+)
 TopK = Annotated[int | None, Field(ge=1, le=MAX_K, description="how many sources to retrieve")]
 ChunkId = Annotated[int, Field(ge=1, le=MAX_SQL_INT)]
 
@@ -65,14 +81,14 @@ class FiltersIn(_Request):
 
 
 class SearchRequest(_Request):
-    query: Question
+    query: Question = Field(description=f"1 to {MAX_QUESTION_CHARS:,} characters")
     k: TopK = None
     filters: FiltersIn | None = None
     mode: RetrievalMode | None = Field(None, description="retrieval mode; default from the settings")
 
 
 class AskRequest(_Request):
-    question: Question
+    question: Question = Field(description=_QUESTION_LIMITS)
     k: TopK = None
     filters: FiltersIn | None = None
     mode: RetrievalMode | None = Field(None, description="retrieval mode; default from the settings")
@@ -82,13 +98,16 @@ class AskRequest(_Request):
 
 
 class AttributeRequest(_Request):
-    question: Question
+    question: Question = Field(description=_QUESTION_LIMITS)
     answer: Annotated[
         str,
         StringConstraints(min_length=1, max_length=MAX_ANSWER_CHARS),
         AfterValidator(_clean_text),
         AfterValidator(_not_blank),
-    ] = Field(description="an answer written elsewhere (by any LLM) to check against the sources")
+    ] = Field(
+        description="an answer written elsewhere (by any LLM) to check against the sources: up to "
+        f"{MAX_ANSWER_CHARS:,} characters and {MAX_ANSWER_TOKENS:,} tokens"
+    )
     context: Annotated[CleanText, StringConstraints(max_length=MAX_CONTEXT_CHARS)] | None = Field(
         None, description="the context the answer was written from"
     )

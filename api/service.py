@@ -26,17 +26,20 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 from fastapi import HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import Receive
 
 from api.metrics import Metrics
 from api.schemas import (
@@ -68,7 +71,7 @@ logger = logging.getLogger("sightline.api")
 T = TypeVar("T")
 
 DATABASE_RETRY_AFTER_S = 5  # Retry-After on a 503 for an unavailable database
-WRITER_RETRY_AFTER_S = 5  # Retry-After on a 503 for a full upload queue
+BUSY_RETRY_AFTER_S = 5  # Retry-After on a 503 for a full upload queue or a server stopping
 _PROBE_EVERY_S = 1.0  # /healthz asks the database at most this often...
 _PROBE_DEADLINE_S = 2.0  # ...and reports it degraded when it does not answer within this
 
@@ -81,6 +84,23 @@ def database_detail(exc: BaseException) -> str:
 
 class _ClientGone(Exception):
     """Raised from the token callback to stop generating for a client that closed its stream."""
+
+
+class ClientDisconnected(Exception):
+    """The client of a non-streaming ask left before its answer was ready (logged as 499)."""
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Return when the client disconnects (the request body has already been read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _retrieved(job: asyncio.Future[Any]) -> None:
+    """Mark a generation's outcome as seen: one stopped for a departed client ends in _ClientGone,
+    which nobody awaits."""
+    if not job.cancelled():
+        job.exception()
 
 
 def _filters(given: FiltersIn | None) -> Filters | None:
@@ -120,6 +140,7 @@ class Service:
         self._probe: asyncio.Future[str | None] | None = None
         self._probed_at = -_PROBE_EVERY_S
         self.database_problem: str | None = None
+        self.stopping = threading.Event()  # set on SIGTERM/SIGINT: generations end at their next token
 
     # lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -129,8 +150,27 @@ class Service:
         self.writing.submit(self._remove_orphan_uploads)
         if self.load_models:
             self.generation.submit(self._warm_up)
+        self._stop_generating_on_signals()
+
+    def _stop_generating_on_signals(self) -> None:
+        """Chain a handler before uvicorn's for SIGTERM and SIGINT. uvicorn alone stops accepting and
+        then waits for running requests, so a shutdown waited for a whole answer; this ends every
+        generation at its next token (the client gets a 503) and the drain is quick. Only the main
+        thread may set handlers: a server run in a thread (tests) is stopped by ``close``."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+
+            def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+                self.stopping.set()
+                if callable(previous):
+                    previous(signum, frame)
+
+            signal.signal(sig, handler)
 
     def close(self) -> None:
+        self.stopping.set()
         self.generation.shutdown(wait=False, cancel_futures=True)
         self.retrieval.shutdown(wait=False, cancel_futures=True)
         self.probing.shutdown(wait=False, cancel_futures=True)
@@ -213,7 +253,7 @@ class Service:
                 raise HTTPException(
                     503,
                     f"busy: {limit} uploads or deletions are already queued; retry shortly",
-                    headers={"Retry-After": str(WRITER_RETRY_AFTER_S)},
+                    headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
                 )
             self._writes_queued += 1
 
@@ -258,9 +298,53 @@ class Service:
         self.metrics.observe_answer(answer)
         return answer
 
-    async def ask(self, req: AskRequest) -> AnswerOut:
+    async def ask(self, req: AskRequest, receive: Receive) -> AnswerOut:
+        """The answer, generated on the generation thread while ``receive`` is watched: a client that
+        disconnects (or a shutdown that cancels the request) stops the generation at its next token,
+        as a closed stream does, instead of holding the decoder for an answer nobody will read."""
         await self._validate(req)
-        return _answer_out(await self._on_generation_thread(self._answer, req))
+        gone = threading.Event()
+        job: asyncio.Future[Any] = asyncio.wrap_future(
+            self.generation.submit(self._answer_while_wanted, req, gone)
+        )
+        job.add_done_callback(_retrieved)
+        watcher: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait([job, watcher], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            if not job.done():
+                gone.set()
+        if not job.done():
+            raise ClientDisconnected
+        return _answer_out(job.result())
+
+    def _answer_while_wanted(
+        self,
+        req: AskRequest,
+        gone: threading.Event,
+        on_sources: Callable[[list[Source]], None] | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """``_answer``, stopped at the next token once its client is ``gone`` (_ClientGone) or the
+        server is stopping (503); not started at all if either happened while it queued."""
+
+        def checked(text: str) -> None:
+            self._check_wanted(gone)
+            if on_token:
+                on_token(text)
+
+        self._check_wanted(gone)
+        return self._answer(req, on_sources, checked)
+
+    def _check_wanted(self, gone: threading.Event) -> None:
+        if gone.is_set():
+            raise _ClientGone
+        if self.stopping.is_set():
+            raise HTTPException(
+                503, "the server is shutting down; retry shortly",
+                headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+            )
 
     async def ask_stream(self, req: AskRequest) -> AsyncIterator[bytes]:
         await self._validate(req)
@@ -283,18 +367,14 @@ class Service:
             emit("sources", json.dumps(payload))
 
         def on_token(text: str) -> None:
-            if gone.is_set():
-                raise _ClientGone
             emit("token", json.dumps({"text": text}))
 
         def error(status: int, detail: Any) -> None:
             emit("error", json.dumps({"status": status, "detail": detail}))
 
         def work() -> None:
-            if gone.is_set():
-                return
             try:
-                answer = self._answer(req, on_sources, on_token)
+                answer = self._answer_while_wanted(req, gone, on_sources, on_token)
             except _ClientGone:
                 return
             except BadInput as exc:

@@ -16,6 +16,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from api.connections import uvicorn_options
+
 
 def free_socket(host: str = "127.0.0.1") -> socket.socket:
     """A listening-ready socket bound to a free port (handed to uvicorn, so no other process can take
@@ -67,7 +69,8 @@ class LiveServer:
         self.sock = free_socket(host)
         port = self.sock.getsockname()[1]
         self.url = f"http://{host}:{port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+        options = uvicorn_options(app.state.service.settings)
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, name=f"uvicorn:{port}", daemon=True

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     api_keys: str = Field("", description="comma-separated; empty disables auth")
     max_upload_bytes: int = 20 * 1024 * 1024
     max_queued_writes: int = Field(16, ge=1, description="uploads/deletions queued for the writer; then 503")
+    # a connection must send its request line and headers within this (slow or half-open clients)
+    header_timeout_s: float = Field(10.0, gt=0, description="close connections whose headers are this slow")
+    keep_alive_s: float = Field(5.0, gt=0, description="close idle kept-alive connections after this")
 
     @cached_property
     def home_dir(self) -> Path:

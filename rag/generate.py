@@ -35,6 +35,13 @@ from rag.attention import (
     AttentionReducer,
 )
 from rag.config import Settings
+from rag.inputs import (
+    MAX_ANSWER_CHARS,
+    MAX_ANSWER_TOKENS,
+    MAX_CONTEXT_CHARS,
+    MAX_QUESTION_CHARS,
+    MAX_QUESTION_TOKENS,
+)
 from rag.kvcache import KV, ChunkKVCache, UnitKey, rope_of, shift_keys
 from rag.loading import load_causal_lm
 from rag.textstream import TextStream
@@ -47,11 +54,6 @@ INSTRUCTION_TEXT = (
     "Answer the question using only the numbered sources. Reply with one short sentence that cites "
     "its source as [n]. If the sources do not contain the answer, reply: I don't know."
 )
-# Characters do not bound tokens (4,000 CJK characters are ~11k tokens, 4,000 digits 4k), and eager
-# attention over such a prompt takes minutes and gigabytes: what a user hands the decoder is bounded
-# in its own tokens.
-MAX_QUESTION_TOKENS = 1024
-MAX_ANSWER_TOKENS = 1024
 # Tokens that end a turn in common chat templates; the model's own EOS ids are always used too.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "</s>")
 # A base model (no chat template) does not stop by itself: it would write the next question.
@@ -257,14 +259,15 @@ class Generator:
         """BadInput for text that would not fit the decoder's budget; a given context stands in for
         retrieved chunks, so it gets their budget. Reads only the tokenizer: safe on any thread."""
         limits = {
-            "question": (question, MAX_QUESTION_TOKENS),
-            "answer": (answer, MAX_ANSWER_TOKENS),
-            "context": (context, self.max_context_tokens),
+            "question": (question, MAX_QUESTION_TOKENS, MAX_QUESTION_CHARS),
+            "answer": (answer, MAX_ANSWER_TOKENS, MAX_ANSWER_CHARS),
+            "context": (context, self.max_context_tokens, MAX_CONTEXT_CHARS),
         }
-        for field, (text, limit) in limits.items():
+        for field, (text, limit, chars) in limits.items():
             n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
             if n > limit:
-                raise BadInput(f"the {field} is {n:,} tokens long; the limit is {limit:,}: shorten it")
+                raise BadInput(f"the {field} is {n:,} tokens long; the limits are {limit:,} tokens and "
+                               f"{chars:,} characters: shorten it")
 
     def _eos_ids(self) -> frozenset[int]:
         ids: set[int] = set()

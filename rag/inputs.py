@@ -14,6 +14,11 @@ from rag.types import BadInput
 MAX_QUESTION_CHARS = 4000  # DESIGN.md: question (and search query) 1..4000 chars
 MAX_ANSWER_CHARS = 4000  # an answer to attribute; with a question and context it stays in the model's window
 MAX_CONTEXT_CHARS = 16000  # ~4k tokens of context to attribute against
+# Characters do not bound tokens (4,000 CJK characters are ~11k tokens, 4,000 digits 4k), and eager
+# attention over such a prompt takes minutes and gigabytes: what a user hands the decoder is bounded
+# in its own tokens too (the generator's tokenizer; Generator.check_lengths).
+MAX_QUESTION_TOKENS = 1024
+MAX_ANSWER_TOKENS = 1024
 MAX_SQL_INT = 2**31 - 1  # ids are SQL INTEGER columns: larger ones name nothing
 
 

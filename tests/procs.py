@@ -165,6 +165,13 @@ def run_statuses(settings: Settings) -> list[str]:
 def serving(command: list[str], env: dict[str, str]) -> Iterator[str]:
     """`rag serve` (command, ending in its options) on a free port; yields its base URL. On the way
     out the server is stopped, and a traceback in its stderr fails the test."""
+    with serving_process(command, env) as (base, _):
+        yield base
+
+
+@contextmanager
+def serving_process(command: list[str], env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``serving``, yielding the server's process too (a test may stop it itself)."""
     from api.testing import free_port, wait_ready
 
     port = free_port()
@@ -173,9 +180,10 @@ def serving(command: list[str], env: dict[str, str]) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, timeout=900, process=server)
-        yield base
+        yield base, server
     finally:
-        server.terminate()
+        if server.poll() is None:
+            server.terminate()
         try:
             _, err = server.communicate(timeout=60)
         except subprocess.TimeoutExpired:

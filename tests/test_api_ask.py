@@ -156,6 +156,20 @@ def test_concurrent_asks_get_the_answer_a_lone_ask_gets(client: httpx.Client, ph
         assert masses == pytest.approx([s["attention_mass"] for s in pharos["sources"]], abs=1e-4)
 
 
+def test_asks_whose_clients_left_stop_and_are_not_stored(client: httpx.Client, url: str) -> None:
+    """Three clients give up after 0.3 s; their generations must stop rather than hold the decoder,
+    so the ask after them is the only new stored answer, and /metrics counts the three as 499."""
+    before = client.get("/v1/answers").json()["total"]
+    for _ in range(3):
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{url}/v1/ask", json={"question": PHAROS}, timeout=0.3)
+    r = client.post("/v1/ask", json={"question": PHAROS})
+    assert r.status_code == 200, r.text
+    assert client.get("/v1/answers").json()["total"] == before + 1
+    metrics = client.get("/metrics").text
+    assert 'sightline_http_requests_total{method="POST",route="/v1/ask",status="499"} 3.0' in metrics
+
+
 def test_upload_then_a_question_is_answered_from_it(client: httpx.Client) -> None:
     r = client.post("/v1/documents", files=[("file", ("varnholm.md", MADE_UP.encode()))])
     assert r.status_code == 200, r.text

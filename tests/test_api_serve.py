@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -19,9 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from rag.models import AnswerRecord
 from tests.conftest import MODELS_CACHE, pg_schema
-from tests.procs import serving
+from tests.procs import serving, serving_process
+from tests.test_api_ask import read_events
 
 pytestmark = pytest.mark.slow
 
@@ -162,6 +166,33 @@ def _search_count(text: str) -> float:
         r'sightline_http_requests_total\{method="POST",route="/v1/search",status="200"\} (\S+)', text
     )
     return float(found.group(1)) if found else 0.0
+
+
+def test_sigterm_stops_a_running_answer_and_the_server_exits(tmp_path: Path) -> None:
+    """uvicorn alone would wait for the answer to finish; the generation must end at its next token,
+    the client be told why, nothing half-made be stored, and the process exit."""
+    home = tmp_path / "home"
+    env = {**os.environ, "RAG_HOME": str(home), "RAG_MODELS_CACHE": str(MODELS_CACHE),
+           "RAG_MAX_NEW_TOKENS": "400"}
+    with serving_process([str(BIN / "rag"), "serve"], env) as (base, server):
+        sample = REPO / "data" / "samples" / "history-of-lighthouses.md"
+        files = [("file", (sample.name, sample.read_bytes()))]
+        r = httpx.post(f"{base}/v1/documents", files=files, timeout=600)
+        assert r.status_code == 200, r.text
+        events = []
+        body = {"question": "Tell me everything about the Pharos of Alexandria.", "stream": True}
+        with httpx.stream("POST", f"{base}/v1/ask", json=body, timeout=600) as response:
+            for event, data in read_events(response):
+                events.append((event, data))
+                if event == "token" and len(events) == 2:  # sources, then the first token
+                    server.send_signal(signal.SIGTERM)
+        assert events[-1][0] == "error", events[-3:]
+        assert events[-1][1]["status"] == 503 and "shutting down" in events[-1][1]["detail"]
+        server.wait(timeout=60)
+    engine = sa.create_engine(f"sqlite:///{home / 'rag.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(AnswerRecord)).scalar() == 0
+    engine.dispose()
 
 
 # Checks left out, and why: Starlette's 405 lists the methods of the one route it matched, not every

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from api.deps import V1, ServiceDep
@@ -42,7 +42,7 @@ _LINKS = {  # the stored answer, for clients and for schemathesis' stateful test
         **error_responses(503),
     },
 )
-async def ask(req: AskRequest, service: ServiceDep) -> Response | AnswerOut:
+async def ask(req: AskRequest, request: Request, service: ServiceDep) -> Response | AnswerOut:
     """Answer from the documents with [n] citations, attention shares per source and flagged sentences.
     The answer is stored: GET /v1/answers/{id} returns it again."""
     if req.stream:
@@ -51,7 +51,7 @@ async def ask(req: AskRequest, service: ServiceDep) -> Response | AnswerOut:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return await service.ask(req)
+    return await service.ask(req, request.receive)
 
 
 @router.post(
