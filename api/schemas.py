@@ -10,7 +10,15 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from rag.inputs import (
     MAX_ANSWER_CHARS,
@@ -57,8 +65,17 @@ _QUESTION_LIMITS = (
     f"1 to {MAX_QUESTION_CHARS:,} characters, and for ask and attribute at most {MAX_QUESTION_TOKENS:,} "
     "tokens of the generator's tokenizer (422 beyond either)"
 )
-TopK = Annotated[int | None, Field(ge=1, le=MAX_K, description="how many sources to retrieve")]
-ChunkId = Annotated[int, Field(ge=1, le=MAX_SQL_INT)]
+def _integral(value: Any) -> Any:
+    """7.0 as 7: JSON Schema's integer includes numbers with a zero fraction, and strict mode (below)
+    would refuse them. Strings and fractions are still refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+TopK = Annotated[
+    Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_integral)] | None,
+    Field(description="how many sources to retrieve"),
+]
+ChunkId = Annotated[int, Field(ge=1, le=MAX_SQL_INT), BeforeValidator(_integral)]
 
 
 class _Request(BaseModel):

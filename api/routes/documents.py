@@ -26,7 +26,9 @@ _LINKS = {  # the first uploaded file's document, for clients and for schemathes
     responses={200: {"description": "the ingest summary", "links": _LINKS}, **error_responses(415, 503)},
 )
 async def upload_documents(
-    file: Annotated[list[UploadFile], File(description="a document to ingest; repeat the field for more")],
+    file: Annotated[
+        list[UploadFile], File(min_length=1, description="a document to ingest; repeat the field for more")
+    ],
     service: ServiceDep,
 ) -> IngestSummaryOut:
     """Store the files under generated names and ingest them as `rag ingest` would; the summary says
