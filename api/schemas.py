@@ -267,11 +267,27 @@ class FileFailureOut(BaseModel):
     error: str
 
 
+class DuplicateOut(BaseModel):
+    path: str = Field(description="the file that was not ingested")
+    document_id: int = Field(description="the existing document with the same content (sha256)")
+    of_path: str = Field(description="that document's path")
+
+
+UploadStatus = Literal["ok", "failed", "duplicate"]
+
+
 class UploadedOut(BaseModel):
     filename: str = Field(description="the name the client sent (its last path component)")
-    path: str = Field(description="where the service stored it; the document's path")
-    document_id: int | None = Field(description="the document it became (null if never recorded)")
-    status: str = Field(description="ok, or failed (see `failed` for why)")
+    path: str = Field(
+        description="where the service stored it; the document's path (a duplicate is not kept there)"
+    )
+    document_id: int | None = Field(
+        description="the document it became, or for a duplicate the existing one (null if never recorded)"
+    )
+    status: UploadStatus = Field(
+        description="ok; failed (see `failed` for why); or duplicate: the same content is already document "
+        "`document_id` under another name, so it was not ingested again and the upload was not kept"
+    )
 
 
 class IngestSummaryOut(BaseModel):
@@ -282,6 +298,9 @@ class IngestSummaryOut(BaseModel):
     unchanged: int
     deleted: int
     failed: list[FileFailureOut]
+    duplicates: list[DuplicateOut] = Field(
+        description="files not ingested: their content (sha256) is already a document at another path"
+    )
     documents: int
     chunks: int
     seconds: float

@@ -58,6 +58,7 @@ from api.schemas import (
     SearchResponse,
     SourceOut,
     UploadedOut,
+    UploadStatus,
 )
 from api.uploads import StoredUpload, store, upload_suffix
 from rag.core import Rag
@@ -117,6 +118,12 @@ def _sources_out(sources: list[Source]) -> list[SourceOut]:
 
 def _sse(event: str, data: str) -> bytes:
     return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+def _upload_status(path: str, failed: set[str], duplicates: dict[str, int]) -> UploadStatus:
+    if path in duplicates:
+        return "duplicate"
+    return "failed" if path in failed else "ok"
 
 
 class Service:
@@ -500,17 +507,23 @@ class Service:
         return stored
 
     def _ingest_uploads(self, stored: list[StoredUpload]) -> IngestSummaryOut:
+        """A duplicate (same content as a document under another name) gets no row, so its stored
+        file is removed here rather than left for ``_remove_orphan_uploads``."""
         paths = list(dict.fromkeys(item.path for item in stored))
         summary = self.rag.ingest(paths)
         failed = {f.path for f in summary.failed}
+        duplicates = {d.path: d.document_id for d in summary.duplicates}
         with self.rag.workspace.sessions() as s:
             ids = {path: doc.id for p in paths for path, doc in documents_under(s, p).items()}
+        for path in paths:
+            if str(path) in duplicates:
+                path.unlink(missing_ok=True)
         uploaded = [
             UploadedOut(
                 filename=item.filename,
                 path=str(item.path),
-                document_id=ids.get(str(item.path)),
-                status="failed" if str(item.path) in failed else "ok",
+                document_id=duplicates.get(str(item.path), ids.get(str(item.path))),
+                status=_upload_status(str(item.path), failed, duplicates),
             )
             for item in stored
         ]

@@ -3,7 +3,9 @@
 Nothing of the client's file name is trusted as a path: only its last component's stem, reduced to
 ``[A-Za-z0-9._-]``, is kept so `rag docs list` stays readable, and its suffix when a loader supports
 it. The name leads with the content's sha256, so uploading the same file again maps to the same path
-and the ingest sync reports it unchanged instead of storing a duplicate.
+and the ingest sync reports it unchanged instead of storing a duplicate. The same content under another
+name maps to another path: the ingest reports it as a duplicate of the existing document, and the
+service removes the stored file.
 """
 
 from __future__ import annotations

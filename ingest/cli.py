@@ -44,7 +44,8 @@ def ingest_command(
     database_url: DbOpt = None,
 ) -> None:
     """Add new files, re-chunk changed ones, skip unchanged ones, delete vanished ones.
-    Unreadable files are reported and skipped; the exit code is 0 when the run completed."""
+    Unreadable files are reported and skipped, and so is a file with the same content as a document
+    already ingested under another path; the exit code is 0 when the run completed."""
     rag = open_rag(home, database_url)
     bar = None
     progress = None
@@ -73,8 +74,14 @@ def ingest_command(
         return
     typer.echo(
         f"added {summary.added}, updated {summary.updated}, unchanged {summary.unchanged}, "
-        f"deleted {summary.deleted}, failed {len(summary.failed)} in {summary.seconds:.1f}s; "
+        f"deleted {summary.deleted}, failed {len(summary.failed)}, duplicate {len(summary.duplicates)} "
+        f"in {summary.seconds:.1f}s; "
         f"{summary.documents} documents, {summary.chunks} chunks in the workspace"
     )
     for f in summary.failed:
         typer.echo(f"  failed: {f.path}: {f.error}", err=True)
+    for d in summary.duplicates:
+        typer.echo(
+            f"  duplicate: {d.path} has the same content as document {d.document_id} ({d.of_path}); "
+            "not ingested again"
+        )

@@ -296,8 +296,11 @@ class RayIngestor(Ingestor):
         items = [self.check(f, known.get(str(f.path))) for f in files]  # hashes: where SQL is
         todo: list[Examined] = []
         for item in items:
+            duplicate = self.duplicate_of(item)  # of a stored document: not sent to the cluster at all
             if item.unchanged:
                 summary.unchanged += 1
+            elif duplicate is not None:
+                self.skip_duplicate(item, duplicate, summary)
             elif item.error is not None:
                 self.fail(item, item.error, summary)
             else:
@@ -313,6 +316,7 @@ class RayIngestor(Ingestor):
                 cluster.close()
         order = {str(f.path): i for i, f in enumerate(files)}
         summary.failed.sort(key=lambda f: order.get(f.path, -1))  # as a local run lists them
+        summary.duplicates.sort(key=lambda d: order.get(d.path, -1))
         if progress:
             progress(len(items), len(items), "")
 
@@ -339,7 +343,10 @@ class RayIngestor(Ingestor):
         last_save = time.monotonic()
         for result in cluster.run([str(item.file.path) for item in todo], config):
             item = todo[result.idx]
-            if result.error is not None:
+            duplicate = self.duplicate_of(item)  # of a file stored earlier in this run
+            if duplicate is not None:
+                self.skip_duplicate(item, duplicate, summary)
+            elif result.error is not None:
                 self.fail(item, result.error, summary)
             else:
                 known_id = item.known.id if item.known else None

@@ -2,9 +2,12 @@
 
 Sync semantics: new files are added, changed ones (by sha256) re-chunked and re-embedded, unchanged
 ones skipped without touching the model, and files ingested earlier from under a given path that are
-gone are deleted. Each document is one SQL transaction; the derived indexes are updated after the
-commit and saved at the end (and periodically), so a run killed at any moment leaves SQL consistent
-and the indexes repairable from it at the next open (``Workspace.reconcile``).
+gone are deleted. A file whose content (sha256) is already an ``ok`` document at another path is
+not chunked or embedded again: it is reported in ``duplicates`` and gets no row, so every run checks
+it again (it is ingested once the original is gone or changed). Each document is one SQL
+transaction; the derived indexes are updated after the commit and saved at the end (and
+periodically), so a run killed at any moment leaves SQL consistent and the indexes repairable from
+it at the next open (``Workspace.reconcile``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from rag.chunking import Chunker, ChunkerConfig
 from rag.db import transaction
@@ -49,6 +52,15 @@ class FileFailure:
 
 
 @dataclass
+class Duplicate:
+    """A file not ingested because document ``document_id`` (at ``of_path``) has the same content."""
+
+    path: str
+    document_id: int
+    of_path: str
+
+
+@dataclass
 class IngestSummary:
     """What `rag ingest --json` prints (DESIGN.md)."""
 
@@ -57,6 +69,7 @@ class IngestSummary:
     unchanged: int = 0
     deleted: int = 0
     failed: list[FileFailure] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
     documents: int = 0
     chunks: int = 0
     seconds: float = 0.0
@@ -110,6 +123,7 @@ class _Abort(Exception):
 class Ingestor:
     def __init__(self, workspace: Workspace) -> None:
         self.ws = workspace
+        self._in_run: set[str] = set()  # paths this run scanned: an original among them is re-hashed
 
     @cached_property
     def chunker(self) -> Chunker:
@@ -138,6 +152,7 @@ class Ingestor:
                 run = IngestRun(roots=[str(r) for r in roots])
                 s.add(run)
             files = list(scan(roots, include or [], exclude or []))
+            self._in_run = {str(f.path) for f in files}
             known = self._delete_vanished(roots, {str(f.path) for f in files}, summary)
             self._sync(files, known, summary, progress)
             self.ws.save_indexes()
@@ -303,6 +318,15 @@ class Ingestor:
             if progress:
                 progress(done, total, str(item.file.path))
             done += 1
+            original = self.duplicate_of(item)
+            if pending and not item.unchanged and (original or any(p.sha256 == item.sha256 for p in pending)):
+                # the batch may hold this content's first copy, or change the document SQL names
+                self._commit(pending, summary)
+                pending, pending_chunks = [], 0
+                original = self.duplicate_of(item)
+            if original is not None:
+                self.skip_duplicate(item, original, summary)
+                continue
             prepared = self._prepare(item, summary)
             if prepared is not None:
                 pending.append(prepared)
@@ -316,6 +340,32 @@ class Ingestor:
         self._commit(pending, summary)
         if progress:
             progress(total, total, "")
+
+    def duplicate_of(self, item: Examined) -> Duplicate | None:
+        """The ``ok`` document at another path that holds this new or changed file's content, if any.
+        An original this run scanned is hashed again: it may have changed since SQL recorded it, and
+        then this file is the only copy of that content."""
+        if item.unchanged or not item.sha256:
+            return None
+        path = str(item.file.path)
+        query = (
+            select(Document.id, Document.path)
+            .where(Document.sha256 == item.sha256, Document.status == "ok", Document.path != path)
+            .order_by(Document.id)
+        )
+        with self.ws.sessions() as s:
+            candidates = list(s.execute(query))
+        for doc_id, doc_path in candidates:
+            if doc_path not in self._in_run or _holds(Path(doc_path), item.sha256):
+                return Duplicate(path, doc_id, doc_path)
+        return None
+
+    def skip_duplicate(self, item: Examined, duplicate: Duplicate, summary: IngestSummary) -> None:
+        """Report a duplicate; a row it had (its file held other content before) goes with its chunks,
+        as a changed file's old chunks always do."""
+        if item.known is not None:
+            self.ws.delete_document(item.known.id)
+        summary.duplicates.append(duplicate)
 
     def _prepare(self, item: Examined, summary: IngestSummary) -> Pending | None:
         """Chunk a loaded file; record an unchanged or failed one and return None."""
@@ -447,6 +497,14 @@ def covering_sections(text: str, sections: list[Section]) -> list[Section]:
             out.append(section)
         previous_end = max(previous_end, section.end)
     return out
+
+
+def _holds(path: Path, sha256: str) -> bool:
+    """Whether the file at ``path`` has this content now (False when it cannot be read)."""
+    try:
+        return file_sha256(path) == sha256
+    except OSError:
+        return False
 
 
 def _unstorable_path(path: str) -> str | None:

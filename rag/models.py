@@ -29,13 +29,14 @@ class Base(DeclarativeBase):
 
 
 class Document(Base):
-    """One source file. ``status`` is ``ok`` or ``failed`` (with ``error``); failed files are retried."""
+    """One source file. ``status`` is ``ok`` or ``failed`` (with ``error``); failed files are retried.
+    ``sha256`` is indexed: ingest asks whether a new file's content is already a document."""
 
     __tablename__ = "documents"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(String(4096), unique=True, index=True)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime: Mapped[float] = mapped_column(Float)
     mime: Mapped[str] = mapped_column(String(128))

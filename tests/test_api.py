@@ -117,6 +117,9 @@ def test_openapi_describes_every_endpoint(url: str) -> None:
     assert {"hallucination", "timings"} <= set(answer)
     ask = spec["paths"]["/v1/ask"]["post"]["responses"]["200"]["content"]
     assert {"application/json", "text/event-stream"} <= set(ask)
+    uploaded = spec["components"]["schemas"]["UploadedOut"]["properties"]["status"]
+    assert uploaded["enum"] == ["ok", "failed", "duplicate"] and "duplicate" in uploaded["description"]
+    assert "duplicates" in spec["components"]["schemas"]["IngestSummaryOut"]["properties"]
 
 
 @pytest.mark.parametrize(("method", "path"), V1_ROUTES)
@@ -172,6 +175,33 @@ def test_upload_then_search_finds_it_and_a_reupload_is_unchanged(client: httpx.C
     again = upload(client, "quillon.md", text)
     assert (again["added"], again["unchanged"]) == (0, 1)
     assert again["uploaded"][0]["document_id"] == doc["id"]
+
+
+def test_the_same_content_under_another_name_is_a_duplicate_and_not_kept(
+    client: httpx.Client, home: Path
+) -> None:
+    text = b"The Orrisdale light was tended by two sisters who kept a log in Manx.\n"
+    first = upload(client, "orrisdale.txt", text)["uploaded"][0]
+    uploads = sorted((home / "uploads").iterdir())
+
+    summary = upload(client, "orrisdale-copy.txt", text)
+    [copy] = summary["uploaded"]
+    assert (copy["status"], copy["document_id"]) == ("duplicate", first["document_id"])
+    assert summary["duplicates"] == [
+        {"path": copy["path"], "document_id": first["document_id"], "of_path": first["path"]}
+    ]
+    assert (summary["added"], summary["failed"]) == (0, [])
+    assert sorted((home / "uploads").iterdir()) == uploads and not Path(copy["path"]).exists()
+    paths = [d["path"] for d in client.get("/v1/documents").json()["documents"]]
+    assert first["path"] in paths and copy["path"] not in paths
+
+    same = b"# Tarbat\n\nTarbat Ness light is striped red and white.\n"
+    r = client.post("/v1/documents", files=[("file", ("tarbat.md", same)), ("file", ("ness.md", same))])
+    assert r.status_code == 200, r.text
+    one, other = r.json()["uploaded"]  # in one request: the first is ingested, the second is its duplicate
+    assert (one["status"], other["status"], r.json()["added"]) == ("ok", "duplicate", 1)
+    assert other["document_id"] == one["document_id"]
+    assert Path(one["path"]).exists() and not Path(other["path"]).exists()
 
 
 def test_uploads_are_stored_under_generated_names(client: httpx.Client, home: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -10,7 +11,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+import typer
+from click.testing import Result as CliResult
+from typer.testing import CliRunner
 
+from ingest.cli import ingest_command
 from rag.config import Settings
 from rag.core import Rag
 from rag.index import VectorIndex
@@ -157,3 +162,76 @@ def test_deleting_a_document_removes_it_from_search(settings: Settings, corpus: 
 def test_a_path_that_does_not_exist_is_an_error(sqlite_settings: Settings, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such file"):
         Rag(sqlite_settings).ingest([tmp_path / "nope"])
+
+
+def _cli_ingest(settings: Settings, folder: Path, *extra: str) -> CliResult:
+    """`rag ingest` in-process: the command the console script registers (``rag.cli.main``)."""
+    cli = typer.Typer()
+    cli.callback()(lambda: None)  # a group, so the command keeps its name
+    cli.command("ingest")(ingest_command)
+    args = ["ingest", str(folder), "--home", str(settings.home), "--database-url", settings.db_url, *extra]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_copy_under_another_name_is_reported_and_ingested_once_the_original_goes(
+    settings: Settings, tmp_path: Path
+) -> None:
+    text = "# Skerry\n\nThe Skerry light was painted in red and white bands by Ottilie Brand.\n"
+    folder = make_tree(tmp_path / "copies", {"a.md": text, "b.md": text})
+    a, b = folder / "a.md", folder / "b.md"
+
+    first = json.loads(_cli_ingest(settings, folder, "--json").stdout)
+    [doc] = Rag(settings).documents()
+    assert doc.path == str(a) and (first["added"], first["documents"]) == (1, 1)
+    assert first["duplicates"] == [{"path": str(b), "document_id": doc.id, "of_path": str(a)}]
+
+    again = _cli_ingest(settings, folder)  # re-checked, and said in words
+    said = f"duplicate: {b} has the same content as document {doc.id} ({a}); not ingested again"
+    assert said in again.stdout
+    assert "unchanged 1" in again.stdout and "duplicate 1" in again.stdout
+
+    a.unlink()
+    rag = Rag(settings)
+    last = rag.ingest([folder])
+    assert (last.added, last.deleted, last.duplicates) == (1, 1, [])
+    assert paths_in(rag) == {str(b)}
+    assert rag.search("Who painted the Skerry light?", k=1)[0].path == str(b)
+    assert rag.workspace.check_indexes().ok
+
+
+def test_a_file_changed_into_a_copy_loses_its_old_row_and_chunks(settings: Settings, tmp_path: Path) -> None:
+    folder = make_tree(tmp_path / "docs", FACTS)
+    rag = Rag(settings)
+    rag.ingest([folder])
+    bell, fog = folder / "beacons/bell-rock.md", folder / "beacons/notes/fog.md"
+    original = next(d for d in rag.documents() if d.path == str(bell))
+    fog.write_bytes(bell.read_bytes())
+    _touch_later(fog)
+
+    summary = rag.ingest([folder])
+    assert [(d.path, d.document_id) for d in summary.duplicates] == [(str(fog), original.id)]
+    assert (summary.updated, summary.deleted, summary.documents) == (0, 0, 2)
+    assert str(fog) not in paths_in(rag)
+    assert not any("diaphone" in s.text for s in rag.search("diaphone fog horn grunt", k=5))
+    assert rag.workspace.check_indexes().ok
+
+
+def test_a_copy_of_content_its_original_loses_in_the_same_run_is_ingested(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The original's row still holds the old content when the copy is looked at: whether the original
+    sorts before the copy (its update waits in the embedding batch) or after it (not read yet)."""
+    old_a, old_z = "The Ardnish light has a green sector.\n", "The Zennor light flashes twice.\n"
+    folder = make_tree(tmp_path / "docs", {"a.txt": old_a, "z.txt": old_z})
+    rag = Rag(settings)
+    rag.ingest([folder])
+    changed = {"a.txt": "Ardnish was automated in 1988.\n", "z.txt": "Zennor was rebuilt in stone.\n"}
+    make_tree(folder, {**changed, "b.txt": old_a, "y.txt": old_z})
+    for name in ("a.txt", "z.txt"):
+        _touch_later(folder / name)
+
+    summary = rag.ingest([folder])
+    assert (summary.added, summary.updated, summary.duplicates) == (2, 2, [])
+    assert summary.documents == 4 and rag.workspace.check_indexes().ok

@@ -52,6 +52,7 @@ def _corpus(root: Path) -> Path:
         make_document(path, text.strip())
     make_corrupt_pdf(root / "corrupt.pdf")
     make_binary_with_txt_suffix(root / "image.txt")
+    shutil.copyfile(root / "tides" / "log-000.md", root / "tides" / "log-999-copy.md")  # a duplicate
     return root
 
 
@@ -157,6 +158,8 @@ def test_ray_ingest_matches_a_local_one(
         assert summary["added"] == local_summary["added"] > 90
         assert summary["failed"] == local_summary["failed"]  # same files, same words, same order
         assert len(summary["failed"]) == 2
+        assert summary["duplicates"] == local_summary["duplicates"]  # the copy, stored in this run
+        assert [Path(d["path"]).name for d in summary["duplicates"]] == ["log-999-copy.md"]
 
         assert snapshot(settings) == snapshot(local)  # paths, status, hashes, chunk texts and offsets
         ours, theirs = _embeddings(settings), _embeddings(local)
@@ -206,3 +209,4 @@ def test_killing_the_driver_mid_run_leaves_sql_consistent_and_the_next_run_compl
         assert (again["added"], again["updated"], again["deleted"]) == (0, 0, 0)
         assert again["unchanged"] == completed["added"] + completed["updated"] + completed["unchanged"] > 90
         assert [f["path"] for f in again["failed"]] == [f["path"] for f in completed["failed"]]
+        assert again["duplicates"] == completed["duplicates"] != []  # now the copy of a stored document

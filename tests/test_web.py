@@ -412,6 +412,29 @@ def test_a_corrupt_file_dropped_on_the_page_shows_its_error(url: str, page: Page
     shot(page, tmp_path / "documents-corrupt.png")
 
 
+def test_a_copy_dropped_on_the_page_is_named_as_a_duplicate(url: str, page: Page) -> None:
+    page.goto(url + "/documents")
+    page.wait_for_selector("#doc-list .doc")
+    before = page.locator("#doc-list .doc").count()
+    files = page.evaluate_handle(
+        """(text) => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([text], "muckle.txt", {type: "text/plain"}));
+            dt.items.add(new File([text], "muckle-copy.txt", {type: "text/plain"}));
+            return dt;
+        }""",
+        "Muckle Flugga light was built on a stack north of Unst.\n",
+    )
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": files})
+    page.wait_for_selector("#upload-status.ok", timeout=120_000)
+    status = page.inner_text("#upload-status")
+    assert "added 1" in status and "duplicate 1" in status
+    note = page.locator("#upload-failures li")
+    assert note.count() == 1 and note.inner_text().startswith("muckle-copy.txt: same content as document ")
+    assert "(muckle.txt); not ingested again" in note.inner_text()
+    assert page.locator("#doc-list .doc").count() == before + 1
+
+
 # ---- API keys
 
 

@@ -135,8 +135,13 @@ async function send(files) {
     for (const f of summary.failed) {
       el.failures.append(h("li", {}, h("strong", {}, names.get(f.path) || splitPath(f.path)[1]), `: ${f.error}`));
     }
+    for (const d of summary.duplicates) {
+      const what = `: same content as document ${d.document_id} (${splitPath(d.of_path)[1]}); not ingested again`;
+      el.failures.append(h("li", {}, h("strong", {}, names.get(d.path) || splitPath(d.path)[1]), what));
+    }
     await loadDocuments(); // the list first: the summary below says the upload is over
     const parts = [`added ${summary.added}`, `updated ${summary.updated}`, `unchanged ${summary.unchanged}`];
+    if (summary.duplicates.length) parts.push(`duplicate ${summary.duplicates.length}`);
     say(`Done: ${parts.join(", ")}; ${summary.failed.length} failed.`, summary.failed.length ? "error" : "ok");
   } catch (err) {
     if (err instanceof AuthError) hooks.onAuthError();
