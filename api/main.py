@@ -33,6 +33,7 @@ from api.service import DATABASE_RETRY_AFTER_S, ClientDisconnected, Service, dat
 from rag.config import Settings
 from rag.core import Rag
 from rag.db import DATABASE_DOWN
+from rag.readonly import ReadOnly
 from rag.types import BadInput
 
 logger = logging.getLogger("sightline.api")
@@ -151,6 +152,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BadInput)
     async def bad_input(_: Request, exc: BadInput) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(ReadOnly)
+    async def read_only(_: Request, exc: ReadOnly) -> JSONResponse:
+        """An upload or deletion on a read-only workspace: the service can still answer, not write."""
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         """Not our bug and not the caller's: say so in one line, and when to come back."""

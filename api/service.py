@@ -64,6 +64,7 @@ from api.uploads import StoredUpload, store, upload_suffix
 from rag.core import Rag
 from rag.db import DATABASE_DOWN, DatabaseUnavailable, failure_reason
 from rag.models import Document
+from rag.readonly import ReadOnly
 from rag.retrieve import Filters
 from rag.store import counts, documents_under
 from rag.types import Answer, BadInput, Source
@@ -485,7 +486,7 @@ class Service:
                 orphans = [p for p in folder.iterdir() if p.is_file() and str(p) not in known]
                 for path in orphans:
                     path.unlink(missing_ok=True)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, ReadOnly) as exc:
             logger.warning("could not clear leftover uploads in %s: %s", folder, exc)
             return
         if orphans:

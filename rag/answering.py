@@ -110,7 +110,8 @@ class AnswerPipeline:
                 answer.abstained = model_declined
                 answer.answer_kind = "refusal" if model_declined else "generated"
         timings.total_ms = retrieve_ms + (time.perf_counter() - started) * 1000
-        self.store(answer)
+        if self.ws.stores_answers:  # a read-only database: answered, but not kept
+            self.store(answer)
         return answer
 
     def _answer(

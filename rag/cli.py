@@ -21,12 +21,13 @@ def user_error(exc: Exception) -> tuple[str, int] | None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from rag.db import UNAVAILABLE_ERRORS, DatabaseUnavailable, failure_reason
+    from rag.readonly import ReadOnly
     from rag.types import BadInput
     from rag.workspace import WorkspaceBusy
 
     if isinstance(exc, BadInput):
         return str(exc), 2
-    if isinstance(exc, DatabaseUnavailable | WorkspaceBusy):
+    if isinstance(exc, DatabaseUnavailable | WorkspaceBusy | ReadOnly):
         return str(exc), 1
     if isinstance(exc, UNAVAILABLE_ERRORS) and isinstance(exc, SQLAlchemyError):
         return f"the database failed: {failure_reason(exc)}", 1
@@ -87,8 +88,9 @@ def search(
         typer.echo("    " + " ".join(s.text.split())[:240])
 
 
-def answer_text(answer: Any, answer_already_shown: bool = False) -> str:
-    """An Answer for the terminal: the answer, flagged sentences, sources with attention shares."""
+def answer_text(answer: Any, answer_already_shown: bool = False, stored: bool = True) -> str:
+    """An Answer for the terminal: the answer, flagged sentences, sources with attention shares, and
+    (when it was stored) how to see its report."""
     lines = [] if answer_already_shown else [answer.answer]
     lines.append("")
     if answer.abstained and answer.draft:
@@ -103,7 +105,9 @@ def answer_text(answer: Any, answer_already_shown: bool = False) -> str:
         share = f"{100 * src.attention_mass:5.1f}%" if src.attention_mass is not None else "    -"
         where = Path(src.path).name + (f" p.{src.page}" if src.page else "")
         lines.append(f"  [{src.rank}] {share}  {where}  (score {src.score:.3f})")
-    lines.append(f"answer id {answer.id}: `rag report {answer.id} --html report.html` for the full report")
+    if stored:
+        report = f"`rag report {answer.id} --html report.html`"
+        lines.append(f"answer id {answer.id}: {report} for the full report")
     return "\n".join(lines)
 
 
@@ -123,6 +127,11 @@ def ask(
 
     check_text(question, "the question")  # before the models load
     rag = open_rag(home, database_url)
+    stored = rag.workspace.stores_answers
+    if not stored:  # said before generating (after the load, which may refuse), so nothing is wasted
+        rag.load_generator()
+        where = rag.workspace.db_read_only
+        typer.echo(f"note: answer not stored: the database {where} is read-only", err=True)
     stream = not as_json and sys.stdout.isatty()
     answer = rag.ask(
         question,
@@ -133,7 +142,7 @@ def ask(
     if as_json:
         print_json(answer.to_dict())
         return
-    typer.echo(answer_text(answer, answer_already_shown=stream))
+    typer.echo(answer_text(answer, answer_already_shown=stream, stored=stored))
 
 
 @app.command()

@@ -94,7 +94,8 @@ class Rag:
         on_generation: Callable[[Generation], None] | None = None,
         mode: str | None = None,
     ) -> Answer:
-        """Answer with citations and attribution; the answer is stored (see ``get_answer``)."""
+        """Answer with citations and attribution; the answer is stored (see ``get_answer``) unless
+        the database is read-only (``workspace.stores_answers``)."""
         question = check_text(question, "the question").strip()
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question)

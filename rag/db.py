@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -95,6 +96,30 @@ def make_engine(url: str, migrate: bool = True) -> Engine:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     return engine
+
+
+def read_only_sqlite_url(db_file: Path) -> str:
+    """A URL that opens ``db_file`` read-only. ``immutable`` because a WAL database cannot be opened
+    with plain ``mode=ro`` where its -shm file cannot be created (a read-only mount); but a non-empty
+    -wal file holds commits that the main file lacks and that ``immutable`` would not read."""
+    wal = Path(f"{db_file}-wal")
+    query = {"mode": "ro", "uri": "true"}
+    if not (wal.exists() and wal.stat().st_size > 0):
+        query["immutable"] = "1"
+    url = make_url("sqlite://").set(database=f"file:{quote(str(db_file))}", query=query)
+    return url.render_as_string(hide_password=False)
+
+
+def schema_is_current(engine: Engine) -> bool:
+    """Whether the database is at the newest migration, found by reading only (a read-only
+    database cannot be migrated, so it is checked instead)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    script = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False)))
+    return current == set(script.get_heads())
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -14,11 +14,21 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rag.attention import ATTENTION
+from rag.readonly import ReadOnly, writable
 from rag.resources import GENERATORS, SplitGGUF, resolve_model_path
 
 
 def _gguf_target(models_dir: Path, gguf_name: str) -> Path:
     return models_dir / gguf_name.removesuffix(".gguf")
+
+
+def require_convertible(spec: str, models_dir: Path) -> None:
+    """Refuse at once, not after the ~30 s GGUF load, when the conversion could not be saved."""
+    if not writable(models_dir):
+        raise ReadOnly(
+            f"the generator {spec} is not converted yet and {models_dir} is read-only: run `rag ask` once "
+            "where the workspace can be written, or set RAG_MODELS_CACHE to a writable folder"
+        )
 
 
 def convert_gguf(gguf_path: Path, target: Path) -> None:
@@ -79,6 +89,7 @@ def load_causal_lm(
     if isinstance(named, SplitGGUF):
         target = _gguf_target(models_dir, named.filename)
         if not (target / "config.json").exists():
+            require_convertible(spec, models_dir)
             gguf = Path(resolve_model_path(spec, models_dir, _bytes_bar(f"assembling {named.filename}")))
             convert_gguf(gguf, target)
             gguf.unlink(missing_ok=True)
@@ -89,6 +100,7 @@ def load_causal_lm(
         if path.endswith(".gguf"):
             target = _gguf_target(models_dir, Path(path).name)
             if not (target / "config.json").exists():
+                require_convertible(spec, models_dir)
                 convert_gguf(Path(path), target)
             path, name = str(target), target.name
     # fp32 on CPU (fp16 matmuls are slow there); bf16 on accelerators. Masses are summed in fp32.

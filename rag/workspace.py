@@ -29,10 +29,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rag import ann
 from rag.config import Settings
-from rag.db import UNAVAILABLE_ERRORS, make_engine, session_factory, transaction, unavailable
+from rag.db import (
+    UNAVAILABLE_ERRORS,
+    make_engine,
+    read_only_sqlite_url,
+    schema_is_current,
+    session_factory,
+    transaction,
+    unavailable,
+)
 from rag.index import INDEX_FILE, MANIFEST_FILE, VectorIndex, ids_checksum
 from rag.lexical import LexicalIndex, LexicalIndexError
 from rag.models import Document
+from rag.readonly import ReadOnly, writable
 from rag.rwlock import RWLock
 from rag.store import chunk_ids, chunk_texts, chunk_vectors, delete_chunks_of
 
@@ -73,6 +82,8 @@ class IndexCheck:
 class Workspace:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
+        self.home_read_only = not writable(self.settings.home_dir)  # reads work; writes are refused
+        self.db_read_only: Path | None = None  # the SQLite file, when it cannot be written
         self.engine: Engine = self._open_database()
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self._indexes = RWLock()  # searches read the in-memory indexes; adds, removes, swaps write
@@ -93,9 +104,9 @@ class Workspace:
         opens at once (two `rag ingest`, or the API and the CLI) otherwise both create the tables and
         one of them fails. A fresh SQLite file is migrated under a temporary name and renamed into
         place, because pysqlite runs DDL outside any transaction: a process killed mid-migration
-        would leave half a schema that no later open could migrate ("table ... already exists")."""
+        would leave half a schema that no later open could migrate ("table ... already exists").
+        A SQLite file that cannot be written is opened read-only, and only if its schema is current."""
         import tempfile
-        from pathlib import Path
 
         from sqlalchemy import make_url
 
@@ -103,9 +114,12 @@ class Workspace:
         db_file = None
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             db_file = Path(str(url.database)).resolve()
-        lock = os.open(self.settings.home_dir / "schema.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            if not (writable(db_file) and writable(db_file.parent)):
+                self.db_read_only = db_file
+        lock = self._schema_lock()
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            if db_file is not None and self.db_read_only:
+                return self._open_read_only(db_file)
             if db_file is not None:
                 for stale in db_file.parent.glob(f".{db_file.name}.*.new*"):  # a killed first open's
                     stale.unlink(missing_ok=True)
@@ -124,8 +138,54 @@ class Workspace:
                         Path(leftover).unlink(missing_ok=True)
             return make_engine(self.settings.db_url)
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            os.close(lock)
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                os.close(lock)
+
+    def _schema_lock(self) -> int | None:
+        """The migration lock, held. In a read-only home it is opened read-only (flock needs no write
+        access), so a migration through a writable view of the same folder is still waited for; a
+        read-only home without one has nobody to wait for."""
+        path = self.settings.home_dir / "schema.lock"
+        if self.home_read_only:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def _open_read_only(self, db_file: Path) -> Engine:
+        if not db_file.exists():
+            raise ReadOnly(
+                f"there is no database at {db_file} and {db_file.parent} is read-only: "
+                "ingest into this workspace where it can be written first"
+            )
+        engine = make_engine(read_only_sqlite_url(db_file), migrate=False)
+        if not schema_is_current(engine):
+            engine.dispose()
+            raise ReadOnly(
+                f"the database {db_file} is read-only and its schema is not this sightline's: "
+                "open the workspace once where it can be written, to migrate it"
+            )
+        return engine
+
+    @property
+    def stores_answers(self) -> bool:
+        """False when the database cannot be written (a read-only SQLite file): answers are given
+        but not kept. Known at open, so a caller can say so before generating."""
+        return self.db_read_only is None
+
+    def check_writable(self) -> None:
+        """Refuse a write up front, before anything changes, naming what cannot be written."""
+        where = self.settings.home_dir if self.home_read_only else self.db_read_only
+        if where is not None:
+            raise ReadOnly(
+                f"cannot write to the workspace: {where} is read-only (a read-only mount, or no write "
+                "permission)"
+            )
 
     # models ------------------------------------------------------------------------------------------
     @cached_property
@@ -307,7 +367,9 @@ class Workspace:
     @contextmanager
     def write_lock(self, wait: bool = True, notice: TextIO | None = sys.stderr) -> Iterator[None]:
         """One writer per workspace at a time, across processes (a second `rag ingest` waits, saying
-        why) and across threads; re-entrant within a thread."""
+        why) and across threads; re-entrant within a thread. A read-only workspace is refused here,
+        before anything is written."""
+        self.check_writable()
         if not self._writer.acquire(blocking=wait):
             raise WorkspaceBusy(f"another writer is busy with {self.settings.home_dir}")
         try:
