@@ -7,6 +7,12 @@ too. A request still running when time is up is cut off and counted as unfinishe
 cut-off stream also stops its generation on the server. Meanwhile /healthz is polled, to show the
 service stays responsive under load. Target (issue 4): 20 clients for 60 s, 0 errors.
 
+Two hostile kinds repeat what once took the service down (issue 15), and report the worst /healthz
+latency while they run: ``uploads`` (one slow upload of ~300 KB of text, then every client uploads
+small files back to back; 503 + Retry-After from the full writer queue counts as refused, not as an
+error) and ``bigbody`` (3.5 MB JSON bodies of 300k unknown keys, which must be 413, alternating with
+500 KB ones of 20k unknown keys, which must be a short 422). They only ever target loopback.
+
 `python -m bench load`, or `python -m bench.load --clients 20 --seconds 10 [--url URL]`.
 """
 
@@ -34,6 +40,7 @@ from rag.config import Settings
 
 QUESTIONS = [json.loads(line)["question"] for line in (REPO / "tests" / "data" / "probes.jsonl").open()]
 HEALTH_EVERY_S = 0.2
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -41,6 +48,7 @@ class Outcome:
     ok: bool
     first_token_s: float | None = None
     error: str | None = None
+    refused: bool = False
 
 
 @dataclass
@@ -55,6 +63,7 @@ class Phase:
     health_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     unfinished: int = 0
+    refused: int = 0  # 503 + Retry-After: the server said when to come back
 
     def summary(self) -> dict[str, Any]:
         def pct(values: list[float], q: float) -> float | None:
@@ -73,6 +82,7 @@ class Phase:
             "errors": len(self.errors),
             "error_samples": sorted(set(self.errors))[:5],
             "unfinished_at_deadline": self.unfinished,
+            "refused_503": self.refused,
             "healthz_p99_s": pct(self.health_s, 99),
             "healthz_max_s": max(self.health_s, default=None),
         }
@@ -104,6 +114,33 @@ async def _ask(client: httpx.AsyncClient, i: int) -> Outcome:
     return Outcome(False, error="stream ended without a done event")
 
 
+SMALL_UPLOAD = "# Field note {i}\n\nThe lamp at station {i} was trimmed at dusk and logged at {i} past six.\n"
+# ~300 KB of distinct sentences: several hundred chunks to embed, so the writer is busy for a while
+SLOW_UPLOAD = "".join(
+    f"## Watch {n}\n\nKeeper {n % 37} noted wind from bearing {n * 7 % 360} and visibility of {n % 19} "
+    f"miles; the lens turned {n % 5} times a minute and the oil stock stood at {n * 13 % 900} gallons.\n\n"
+    for n in range(1600)
+)
+HUGE_BODY = json.dumps({f"k{n}": n for n in range(300_000)}).encode()  # ~3.5 MB
+MANY_KEYS_BODY = json.dumps({"query": "lamp", **{f"k{n}": 0 for n in range(20_000)}}).encode()  # ~250 KB
+
+
+async def _upload(client: httpx.AsyncClient, i: int) -> Outcome:
+    files = [("file", (f"note-{os.getpid()}-{i}.md", SMALL_UPLOAD.format(i=i).encode()))]
+    r = await client.post("/v1/documents", files=files)
+    if r.status_code == 503 and "retry-after" in r.headers:
+        return Outcome(False, refused=True)
+    ok = r.status_code == 200 and r.json()["failed"] == []
+    return Outcome(ok, error=None if ok else f"{r.status_code} {r.text[:200]}")
+
+
+async def _big_body(client: httpx.AsyncClient, i: int) -> Outcome:
+    body, expected = (HUGE_BODY, 413) if i % 2 else (MANY_KEYS_BODY, 422)
+    r = await client.post("/v1/search", content=body, headers={"content-type": "application/json"})
+    ok = r.status_code == expected and len(r.content) < 10_000
+    return Outcome(ok, error=None if ok else f"{r.status_code} ({len(r.content):,} bytes) {r.text[:100]}")
+
+
 async def _drive(
     url: str,
     kind: str,
@@ -133,6 +170,9 @@ async def _drive(
                     phase.latencies_s.append(time.perf_counter() - t0)
                     if outcome.first_token_s is not None:
                         phase.first_token_s.append(outcome.first_token_s)
+                elif outcome.refused:
+                    phase.refused += 1
+                    await asyncio.sleep(0.5)  # a polite client backs off (less than Retry-After: a flood)
                 else:
                     phase.errors.append(outcome.error or "failed")
                 i += clients
@@ -147,7 +187,15 @@ async def _drive(
                     phase.errors.append(f"healthz {r.status_code}")
                 await asyncio.sleep(HEALTH_EVERY_S)
 
-    await asyncio.gather(watch_health(), *(one_client(n) for n in range(clients)))
+    async def slow_upload() -> None:
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=None) as client:
+            files = [("file", (f"watch-log-{os.getpid()}.md", SLOW_UPLOAD.encode()))]
+            r = await client.post("/v1/documents", files=files)
+            if r.status_code != 200:
+                phase.errors.append(f"slow upload {r.status_code} {r.text[:200]}")
+
+    background = [slow_upload()] if kind == "uploads" else []
+    await asyncio.gather(watch_health(), *background, *(one_client(n) for n in range(clients)))
     return phase
 
 
@@ -190,7 +238,7 @@ class _Server:
 
 
 async def _run_phases(url: str, clients: int, seconds: float, kinds: list[str]) -> list[Phase]:
-    senders = {"search": _search, "ask": _ask}
+    senders = {"search": _search, "ask": _ask, "uploads": _upload, "bigbody": _big_body}
     phases = []
     for kind in kinds:
         if kind == "search":  # warm-up, not reported (the server loaded the generator at start-up;
@@ -219,7 +267,7 @@ def run(
     }
     rows: list[tuple[str, Any, str]] = []
     for p in data["phases"]:
-        k, unit = p["kind"], "s" if p["kind"] == "ask" else "ms"
+        k, unit = p["kind"], "s" if p["kind"] in ("ask", "uploads") else "ms"
         scale = 1.0 if unit == "s" else 1000.0
         rows += [
             (f"{k}: clients × seconds", f"{p['clients']} × {p['seconds']:.0f}", ""),
@@ -234,9 +282,12 @@ def run(
                 ("ask: first token p99 s", _scaled(p["first_token_p99_s"], 1.0), ""),
                 ("ask: unfinished at deadline", p["unfinished_at_deadline"], ""),
             ]
+        if k == "uploads":
+            rows.append(("uploads: refused (503 + Retry-After)", p["refused_503"], ""))
         rows += [
             (f"{k}: errors", p["errors"], "0"),
             (f"{k}: /healthz p99 ms meanwhile", _scaled(p["healthz_p99_s"], 1000.0), ""),
+            (f"{k}: /healthz worst ms meanwhile", _scaled(p["healthz_max_s"], 1000.0), "< 1000"),
         ]
     report("load", rows, data)
     return data
@@ -251,8 +302,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60.0, help="per kind (search, then ask)")
     parser.add_argument("--url", help="an already running server (else one is started)")
-    parser.add_argument("--kinds", default="search,ask", help="comma-separated: search, ask")
+    kinds = "comma-separated: search, ask, uploads, bigbody"
+    parser.add_argument("--kinds", default="search,ask", help=kinds)
     args = parser.parse_args(argv)
+    host = httpx.URL(args.url).host if args.url else "127.0.0.1"
+    if host not in LOOPBACK:
+        parser.error(f"--url must be a loopback address ({', '.join(LOOPBACK)}), not {host}")
     run(args.clients, args.seconds, args.url, tuple(k for k in args.kinds.split(",") if k))
 
 

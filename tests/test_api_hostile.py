@@ -20,6 +20,8 @@ from api.schemas import MAX_JSON_BYTES
 from api.testing import LiveServer
 from rag.config import Settings
 
+pytestmark = pytest.mark.slow  # a server, if in a thread
+
 HEADER_TIMEOUT_S = 1.0
 JSON = {"content-type": "application/json"}
 
@@ -57,18 +59,25 @@ def test_a_chunked_body_over_the_limit_is_cut_off_as_it_streams(url: str) -> Non
     assert r.status_code == 413
 
 
-def test_many_invalid_keys_get_a_short_422_that_counts_the_rest(url: str) -> None:
-    keys = {f"k{i}": [0, 0, 0] for i in range(20_000)}  # under the byte limit
-    body = json.dumps({"query": "lighthouses", **keys}).encode()
+def test_many_unknown_keys_are_one_error(url: str) -> None:
+    body = json.dumps({"query": "lighthouses", **{f"k{i}": [0, 0, 0] for i in range(20_000)}}).encode()
     assert len(body) < MAX_JSON_BYTES
     r = httpx.post(f"{url}/v1/search", content=body, headers=JSON, timeout=30)
     assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert "20,000 unknown fields ('k0', 'k1'" in error["msg"] and "the fields are query, k" in error["msg"]
+    assert error["input"] == "an object with 20,001 keys"
+
+
+def test_many_invalid_values_get_a_short_422_that_counts_the_rest(url: str) -> None:
+    body = {"question": "q", "answer": "a", "chunk_ids": [[0] * 3] * 50}
+    r = httpx.post(f"{url}/v1/attribute", json=body, timeout=30)
+    assert r.status_code == 422
     errors = r.json()["detail"]
     assert len(errors) == MAX_REPORTED_ERRORS + 1
-    rest = 20_000 - MAX_REPORTED_ERRORS
+    rest = 50 - MAX_REPORTED_ERRORS
     assert errors[-1] == {"type": "too_many_errors", "loc": [], "msg": f"and {rest:,} more errors"}
     assert all(e["input"] == "an array of 3 items" for e in errors[:-1])
-    assert len(r.content) < 10_000
 
 
 def test_a_long_invalid_value_is_echoed_clipped(url: str) -> None:
