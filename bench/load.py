@@ -155,6 +155,8 @@ async def _drive(
     headers = {"Authorization": f"Bearer {key}"} if (key := _first_key()) else {}
 
     async def one_client(n: int) -> None:
+        if kind == "uploads":
+            await asyncio.sleep(1.0)  # the slow upload goes first, so the flood queues behind it
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=None) as client:
             i = n
             while (left := deadline - loop.time()) > 0:
