@@ -1,12 +1,17 @@
 """`python -m bench [NAME ...]` (or `rag bench`): run benchmarks, print a table each, write JSON to
 bench/results/. Names: ingest, decode, prefill, parallel, batching, retrieve, quantize, encoder, load; none
 given runs all but load (load needs a running server's worth of time and is run by name). Options after the
-names (``python -m bench ingest --ray``) go to each named bench's ``main``."""
+names (``python -m bench ingest --ray``) go to each named bench's ``main``. When more than one bench ran, a
+last table gathers every row that has a target, so one run's goals read in one place (also
+bench/results/summary.json)."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import sys
+
+from bench.common import REPORTED, RESULTS, machine, print_table
 
 DEFAULT = ["ingest", "decode", "prefill", "parallel", "batching", "retrieve", "quantize", "encoder"]
 ALL = [*DEFAULT, "load"]
@@ -27,7 +32,19 @@ def main(argv: list[str] | None = None) -> int:
                 return int(status)
         else:
             bench.run()
+    if len(names) > 1:
+        _summary()
     return 0
+
+
+def _summary() -> None:
+    goals = [(f"{name}: {metric}", value, target) for name, (metric, value, target) in REPORTED if target]
+    if not goals:
+        return
+    print_table("summary: every row with a target", goals)
+    rows = [{"metric": m, "value": v, "target": t} for m, v, t in goals]
+    summary = {"machine": machine(), "rows": rows}
+    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
 
 if __name__ == "__main__":

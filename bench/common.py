@@ -36,15 +36,24 @@ def machine() -> dict[str, Any]:
     }
 
 
-def report(name: str, rows: list[tuple[str, Any, str]], data: dict[str, Any]) -> Path:
-    """Print ``(metric, value, target)`` rows as a table and write ``bench/results/<name>.json``."""
+Row = tuple[str, Any, str]  # (metric, value, target); an empty target: context, not a goal
+REPORTED: list[tuple[str, Row]] = []  # every row of this run, by bench: the summary's source
+
+
+def print_table(title: str, rows: list[Row]) -> None:
     width = max(len(r[0]) for r in rows)
-    print(f"\n## {name}")
+    print(f"\n## {title}")
     print(f"| {'metric'.ljust(width)} | value | target |")
     print(f"|{'-' * (width + 2)}|-------|--------|")
     for metric, value, target in rows:
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)
         print(f"| {metric.ljust(width)} | {shown} | {target} |")
+
+
+def report(name: str, rows: list[Row], data: dict[str, Any]) -> Path:
+    """Print ``(metric, value, target)`` rows as a table and write ``bench/results/<name>.json``."""
+    print_table(name, rows)
+    REPORTED.extend((name, row) for row in rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
     out.write_text(json.dumps({"bench": name, "machine": machine(), **data}, indent=2, default=str))
