@@ -29,8 +29,8 @@ from rag.attribution import attribute
 from rag.config import Settings
 from rag.detect import Detector
 from rag.evaluation.detect_data import squad_rows
-from rag.evaluation.metrics import auroc
-from rag.evaluation.squad import max_f1, own_label, sample_questions
+from rag.evaluation.metrics import auroc, max_f1
+from rag.evaluation.squad import own_label, sample_questions
 from rag.generate import Generator
 from rag.text import strip_citations
 from rag.types import Source

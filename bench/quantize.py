@@ -28,8 +28,8 @@ from bench.common import SHARED_DATA, report
 from rag.answering import declined
 from rag.config import DEFAULT_GENERATOR, Settings
 from rag.detect import Detector, pool
-from rag.evaluation.metrics import auroc
-from rag.evaluation.squad import max_f1, own_label, sample_questions, strip_citations
+from rag.evaluation.metrics import auroc, max_f1
+from rag.evaluation.squad import own_label, sample_questions, strip_citations
 from rag.generate import Generator
 from rag.types import Source
 

@@ -22,14 +22,18 @@ from rag.evaluation.detect_data import (
     words,
     write_examples,
 )
-from rag.evaluation.metrics import abstain_level, auroc, f1_at, share, threshold_for_precision
-from rag.evaluation.squad import (
+from rag.evaluation.metrics import (
+    abstain_level,
+    auroc,
     contains_answer,
+    f1_at,
     max_f1,
     normalize_answer,
-    own_label,
+    share,
+    threshold_for_precision,
     token_f1,
 )
+from rag.evaluation.squad import own_label
 from rag.text import strip_citations
 from tests.conftest import MODELS_CACHE
 

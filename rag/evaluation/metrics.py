@@ -1,8 +1,11 @@
 """The numbers every evaluation reports, in one place: AUROC with a bootstrap interval, shares with a
-Wilson interval, and the thresholds calibrated for a stated target."""
+Wilson interval, the thresholds calibrated for a stated target, and SQuAD's answer matching."""
 
 from __future__ import annotations
 
+import re
+import string
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -98,3 +101,37 @@ def abstain_level(
     if allowed >= len(good):
         return 0.0
     return float(min(good[len(good) - allowed], 1.01))
+
+
+# answers against gold answers (SQuAD's rules)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    """SQuAD token-F1 of one prediction against one gold answer."""
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def max_f1(prediction: str, golds: Sequence[str]) -> float:
+    """Best token-F1 over the gold answers (0 when there are none)."""
+    return max((token_f1(prediction, g) for g in golds), default=0.0)
+
+
+def contains_answer(prediction: str, golds: Sequence[str]) -> bool:
+    """Whether a normalised gold answer occurs, as whole words, in the normalised prediction."""
+    pred = f" {normalize_answer(prediction)} "
+    return any(normalize_answer(g) and f" {normalize_answer(g)} " in pred for g in golds)

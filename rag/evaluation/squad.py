@@ -27,11 +27,9 @@ from __future__ import annotations
 import json
 import random
 import re
-import string
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,42 +39,8 @@ import numpy as np
 
 from rag.detect import Detector, Pooled
 from rag.evaluation.detect_data import split_of, squad_rows
-from rag.evaluation.metrics import Interval, auroc, auroc_ci, share
+from rag.evaluation.metrics import Interval, auroc, auroc_ci, contains_answer, max_f1, share
 from rag.text import strip_citations
-
-# --------------------------------------------------------------------------------------------------
-# metrics
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def token_f1(prediction: str, gold: str) -> float:
-    """SQuAD token-F1 of one prediction against one gold answer."""
-    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not pred or not ref:
-        return float(pred == ref)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def max_f1(prediction: str, golds: Sequence[str]) -> float:
-    """Best token-F1 over the gold answers (0 when there are none)."""
-    return max((token_f1(prediction, g) for g in golds), default=0.0)
-
-
-def contains_answer(prediction: str, golds: Sequence[str]) -> bool:
-    """Whether a normalised gold answer occurs, as whole words, in the normalised prediction."""
-    pred = f" {normalize_answer(prediction)} "
-    return any(normalize_answer(g) and f" {normalize_answer(g)} " in pred for g in golds)
 
 
 def own_label(answerable: bool, answer: str, golds: Sequence[str], declined: bool) -> int | None:
