@@ -304,7 +304,7 @@ def test_eval_detect_cli_end_to_end(tmp_path: Path) -> None:
     home = str(tmp_path / "home")
     result = runner.invoke(app, ["eval", "detect", str(path), "--home", home], env=env)
     assert result.exit_code == 0, result.output
-    for field in ("(all lines)", "detector", "1 - lookback", "length alone", "threshold"):
+    for field in ("(all lines)", "detector", "1 - lookback", "length alone", "threshold", "evidence precision"):
         assert field in result.output
     result = runner.invoke(app, ["eval", "detect", str(path), "--home", home, "--json"], env=env)
     assert result.exit_code == 0, result.output
@@ -312,6 +312,8 @@ def test_eval_detect_cli_end_to_end(tmp_path: Path) -> None:
     assert report["n"] == 4 and report["n_hallucinated"] == 2
     for key in ("detector", "lookback", "length", "f1"):
         assert 0 <= report[key] <= 1
+    evidence = report["evidence_precision"]  # both faithful answers occur in the context
+    assert evidence["n"] == 2 and 0 <= evidence["value"] <= 1
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q"}\n')
     result = runner.invoke(app, ["eval", "detect", str(bad), "--home", home], env=env)

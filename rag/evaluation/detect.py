@@ -11,6 +11,9 @@ prompt share one prompt pass: `Generator.teacher_force_many`). On every set in t
   a detector that only learned length is worth little);
 - ``overlap``: no model, the share of the answer's words found in neither context nor question.
 
+Evidence precision goes beside them: of the faithful answers whose text occurs in their context, the
+share whose top evidence span (rag.attribution.evidence_spans, as every answer reports) contains it.
+
 These lines are teacher-forced, not the generator's own answers: the figures that decide what ships
 come from `rag eval squad` and `rag eval train-detector` (rag.evaluation.training).
 """
@@ -29,7 +32,7 @@ import numpy as np
 
 from rag.detect import Detector, Pooled, pool
 from rag.evaluation.detect_data import DetectExample
-from rag.evaluation.metrics import Interval, auroc, auroc_ci, f1_at
+from rag.evaluation.metrics import Estimate, Interval, auroc, auroc_ci, contains_answer, f1_at, share
 from rag.text import words
 from rag.types import Source
 
@@ -46,6 +49,9 @@ class ForcedAnswer:
 
     answer: Pooled
     sentences: list[Pooled]
+    # a faithful answer found verbatim in its context: whether the top evidence span holds it
+    # (None: hallucinated, or not in the context, so there is no span to find)
+    evidence_hit: bool | None = None
 
     def risk(self, detector: Detector) -> float:
         return max((detector.risk(p) for p in self.sentences), default=0.0)
@@ -54,7 +60,7 @@ class ForcedAnswer:
 def extract(generator: Any, examples: Sequence[DetectExample],
             progress: ProgressFn | None = _stderr) -> list[ForcedAnswer]:
     """Teacher-force every example, grouped by prompt."""
-    from rag.attribution import sentence_rows
+    from rag.attribution import evidence_spans, sentence_rows
 
     todo: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
@@ -63,9 +69,15 @@ def extract(generator: Any, examples: Sequence[DetectExample],
     started = time.perf_counter()
     for n, ((question, context), rows) in enumerate(todo.items(), 1):
         answers = [examples[i].response for i in rows]
-        gens = generator.teacher_force_many(question, [Source.from_context(context)], answers)
+        sources = [Source.from_context(context)]
+        gens = generator.teacher_force_many(question, sources, answers)
         for i, gen in zip(rows, gens, strict=True):
-            out[i] = ForcedAnswer(pool(gen), [pool(gen, r) for _, r in sentence_rows(gen) if bool(r.any())])
+            hit = None
+            if not examples[i].hallucinated and contains_answer(context, [examples[i].response]):
+                top = evidence_spans(gen, sources, limit=1)
+                hit = bool(top) and contains_answer(top[0].text, [examples[i].response])
+            sentences = [pool(gen, r) for _, r in sentence_rows(gen) if bool(r.any())]
+            out[i] = ForcedAnswer(pool(gen), sentences, hit)
         if progress and (n % 20 == 0 or n == len(todo)):
             elapsed = time.perf_counter() - started
             left = elapsed / n * (len(todo) - n)
@@ -94,6 +106,7 @@ class SetScores:
     length_ci: Interval
     overlap: float
     f1: float  # the detector's, at its threshold
+    evidence_precision: Estimate  # faithful answers in their context: top evidence span holds them
 
 
 @dataclass
@@ -119,6 +132,7 @@ def score_set(
     det = [f.risk(detector) for f in forced]
     lookback = [1.0 - float(f.answer.lookback.mean()) for f in forced]
     length = [float(f.answer.n_tokens) for f in forced]
+    hits = [f.evidence_hit for f in forced if f.evidence_hit is not None]
     return SetScores(
         n=len(y), n_hallucinated=int(y.sum()),
         detector=auroc(det, y), detector_ci=auroc_ci(det, y),
@@ -126,6 +140,7 @@ def score_set(
         length=auroc(length, y), length_ci=auroc_ci(length, y),
         overlap=auroc([unsupported_words(ex) for ex in examples], y),
         f1=f1_at(det, y, detector.threshold),
+        evidence_precision=Estimate(*share(sum(hits), len(hits)), len(hits)),
     )
 
 
@@ -167,7 +182,7 @@ def _row(name: str, s: SetScores) -> str:
 
     return (f"{name:<18} {s.n:>5} {s.n_hallucinated:>5}  {ci(s.detector, s.detector_ci):<20} "
             f"{ci(s.lookback, s.lookback_ci):<20} {ci(s.length, s.length_ci):<20} "
-            f"{s.overlap:.3f}   {s.f1:.3f}")
+            f"{s.overlap:.3f}   {s.f1:.3f}  {s.evidence_precision if s.evidence_precision.n else '-'}")
 
 
 def format_report(r: DetectReport) -> str:
@@ -175,7 +190,7 @@ def format_report(r: DetectReport) -> str:
         f"generator {r.generator}; detector: {r.detector} (threshold {r.threshold:.3f}); {r.seconds:.0f} s",
         "AUROC, hallucinated = positive, with 95% bootstrap intervals",
         f"{'set':<18} {'n':>5} {'hallu':>5}  {'detector':<20} {'1 - lookback':<20} {'length alone':<20} "
-        "overlap F1",
+        "overlap F1     evidence precision (faithful answers in their context)",
         _row("(all lines)", r.all),
     ]
     lines += [_row(name, s) for name, s in r.by_source.items()]

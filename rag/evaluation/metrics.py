@@ -7,12 +7,25 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 Scores = Sequence[float] | np.ndarray
 Labels = Sequence[bool] | Sequence[int] | np.ndarray
 Interval = tuple[float, float]
+
+
+@dataclass
+class Estimate:
+    """A measured share or rate with its 95% interval and the count it rests on."""
+
+    value: float
+    ci: Interval
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.ci[0]:.3f}, {self.ci[1]:.3f}] (n {self.n})"
 NAN_INTERVAL: Interval = (float("nan"), float("nan"))
 
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from rag.detect import Detector, Pooled
 from rag.evaluation.detect_data import split_of, squad_rows
-from rag.evaluation.metrics import Interval, auroc, auroc_ci, contains_answer, max_f1, share
+from rag.evaluation.metrics import Estimate, auroc, auroc_ci, contains_answer, max_f1, share
 from rag.text import strip_citations
 
 
@@ -146,13 +146,6 @@ def _unstack(z: Any, prefix: str) -> list[tuple[int, Pooled]]:
                         float(cols["logprob_mean"][j]), int(cols["n_tokens"][j])))
         for j, i in enumerate(index)
     ]
-
-
-@dataclass
-class Estimate:
-    value: float
-    ci: Interval
-    n: int
 
 
 @dataclass
@@ -384,10 +377,6 @@ def evaluate(
                      generator=generator, seconds=time.perf_counter() - t0)
 
 
-def _est(e: Estimate) -> str:
-    return f"{e.value:.3f} [{e.ci[0]:.3f}, {e.ci[1]:.3f}] (n {e.n})"
-
-
 def format_report(r: SquadReport) -> str:
     return "\n".join(
         [
@@ -395,16 +384,16 @@ def format_report(r: SquadReport) -> str:
             f"{r.paragraphs} paragraphs; generator {r.generator}; {r.seconds:.0f} s "
             f"({r.seconds_per_question:.1f} s/question)",
             f"recall@{r.k} of the gold paragraph   {r.recall_at_k:.3f}   (answerable)",
-            f"useful answers                 {_est(r.useful)}   (answerable: answered, gold contained)",
-            f"abstention on unanswerable     {_est(r.abstention)}   (held back at risk {r.abstain_risk:.3f})",
-            f"false abstention               {_est(r.false_abstention)}   (answerable)",
+            f"useful answers                 {r.useful!s}   (answerable: answered, gold contained)",
+            f"abstention on unanswerable     {r.abstention!s}   (held back at risk {r.abstain_risk:.3f})",
+            f"false abstention               {r.false_abstention!s}   (answerable)",
             f"token-F1                       {r.f1:.3f}   (answerable; abstentions score 0)",
-            f"own-answer risk AUROC          {_est(r.risk_auroc)}   ({r.n_bad} bad / {r.n_good} good drafts)",
-            f"  baseline: length alone       {_est(r.length_auroc)}",
-            f"  baseline: 1 - lookback       {_est(r.lookback_auroc)}   (untrained)",
+            f"own-answer risk AUROC          {r.risk_auroc!s}   ({r.n_bad} bad / {r.n_good} good drafts)",
+            f"  baseline: length alone       {r.length_auroc!s}",
+            f"  baseline: 1 - lookback       {r.lookback_auroc!s}   (untrained)",
             f"flag precision                 {r.flagged_precision:.3f}   (flagged drafts that are bad)",
-            f"evidence precision             {_est(r.evidence_precision)}   (correct: top span has gold)",
-            f"quote fallback useful          {_est(r.quotes_useful)}   (held back: quotes have gold)",
+            f"evidence precision             {r.evidence_precision!s}   (correct: top span has gold)",
+            f"quote fallback useful          {r.quotes_useful!s}   (held back: quotes have gold)",
             f"detector: {r.detector}",
         ]
     )
