@@ -30,13 +30,8 @@ import torch
 
 from bench.common import SHARED_DATA, report
 from rag.config import Settings
-from rag.evaluation.beir import (
-    InMemoryRetriever,
-    build_beir_from_squad,
-    doc_text,
-    evaluate_search,
-    load_beir,
-)
+from rag.evaluation.beir import build_beir_from_squad, doc_text, evaluate_search, load_beir
+from rag.evaluation.modes import InMemoryRetriever
 from rag.lexical import LexicalIndex
 from rag.resources import resolve_model_path
 

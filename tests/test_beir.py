@@ -12,18 +12,15 @@ import pytest
 
 from rag.evaluation.beir import (
     BeirDataset,
-    FusionParams,
-    InMemoryRetriever,
     build_beir_from_squad,
-    compare_modes,
     evaluate_run,
     evaluate_search,
     load_beir,
     mrr_at_k,
     ndcg_at_k,
     recall_at_k,
-    split_queries,
 )
+from rag.evaluation.modes import FusionParams, InMemoryRetriever, compare_modes, split_queries
 
 QRELS = {
     "q1": {"d1": 1, "d3": 2},

@@ -304,7 +304,8 @@ def test_eval_detect_cli_end_to_end(tmp_path: Path) -> None:
     home = str(tmp_path / "home")
     result = runner.invoke(app, ["eval", "detect", str(path), "--home", home], env=env)
     assert result.exit_code == 0, result.output
-    for field in ("(all lines)", "detector", "1 - lookback", "length alone", "threshold", "evidence precision"):
+    fields = ("(all lines)", "detector", "1 - lookback", "length alone", "threshold", "evidence precision")
+    for field in fields:
         assert field in result.output
     result = runner.invoke(app, ["eval", "detect", str(path), "--home", home, "--json"], env=env)
     assert result.exit_code == 0, result.output
