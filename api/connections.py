@@ -51,8 +51,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
         if len(self.url) > self.max_url_bytes and not self._refused:
-            limit = f"the URL is over the {self.max_url_bytes:,}-byte limit; send long values in a JSON body"
-            self._refuse(414, limit)
+            self._refuse_url()
 
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()
@@ -80,16 +79,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
-    def _refuse(self, status: int, detail: str) -> None:
-        """Answer ``status`` with a JSON detail and close: the rest of the request is never read. The
+    def _refuse_url(self) -> None:
+        """Answer 414 with a JSON detail and close: the rest of the request is never parsed. The
         parser is stopped by the exception, which uvicorn would answer with a 400 (suppressed above)."""
         self._refused = True
         self._disarm_header_timer()
+        detail = f"the URL is over the {self.max_url_bytes:,}-byte limit; send long values in a JSON body"
         body = json.dumps({"detail": detail}).encode()
-        phrase = {414: b"URI Too Long"}[status]
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body)
+            b"HTTP/1.1 414 URI Too Long\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (len(body), body)
         )
         # Lingering close: closing now, with the rest of the request unread, would send a reset that
         # can destroy the reply before the client reads it. Stop writing, discard what still arrives
