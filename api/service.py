@@ -1,5 +1,6 @@
-"""What the routes call: one process's ``Rag``, the threads its work runs on, and the translation between
-the API's shapes and ``rag``'s types, so that each route stays a line or two.
+"""What the routes call: one process's ``Rag`` and the threads its work runs on, so that each route stays
+a line or two. Responses are ``rag``'s own types (Answer, Source, DocumentInfo, ...); the events of a
+streamed answer are api.streaming's.
 
 Threads: uploads and deletions run one at a time on a writer thread of their own: they take the
 workspace write lock, which a `rag ingest` in another process may hold for minutes, and only that

@@ -48,7 +48,8 @@ async def ask(req: AskRequest, request: Request, service: ServiceDep) -> Respons
     """Answer from the documents with [n] citations, attention shares per source and flagged sentences.
     The answer is stored: GET /v1/answers/{id} returns it again."""
     if req.stream:
-        # not FastAPI's generator routes (they would make every answer a stream): its response class
+        # FastAPI's response class, not its generator routes: those would make the JSON answer a stream
+        # too, and ping at a fixed interval; api.streaming pings every `sse_ping_s`
         return EventSourceResponse(
             await service.ask_stream(req), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
