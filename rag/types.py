@@ -64,7 +64,7 @@ class ChunkSpan:
 
 @dataclass
 class Source:
-    """A retrieved chunk as the user sees it (DESIGN.md, `Source`)."""
+    """A retrieved chunk as the user sees it."""  # DESIGN.md, `Source`
 
     rank: int
     chunk_id: int
