@@ -6,7 +6,7 @@ letting them through would turn a caller's mistake into a server error."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from rag.ingestion import IngestSummary
 from rag.inputs import (
     MAX_ANSWER_CHARS,
     MAX_ANSWER_TOKENS,
@@ -31,7 +32,8 @@ from rag.inputs import (
     unclean,
 )
 from rag.retrieve import Filters
-from rag.types import RetrievalMode
+from rag.store import AnswerSummary, DocumentInfo
+from rag.types import RetrievalMode, Source
 
 MAX_K = 50
 MAX_UNKNOWN_FIELDS = 8  # past this many, one error for them all
@@ -152,138 +154,22 @@ class AttributeRequest(_Request):
         return self
 
 
-# responses ---------------------------------------------------------------------------------------------
-
-
-class SourceOut(BaseModel):
-    rank: int
-    chunk_id: int
-    document_id: int
-    path: str
-    title: str
-    text: str
-    char_start: int
-    char_end: int
-    score: float
-    attention_mass: float | None = Field(
-        None, description="share of the answer's attention on the retrieved chunks (sums to 1)"
-    )
-    doc_type: str = ""
-    page: int | None = None
-    heading: str | None = None
-
-
-class EvidenceOut(BaseModel):
-    chunk_id: int
-    document_id: int
-    path: str
-    char_start: int = Field(description="offset into the document's text")
-    char_end: int
-    text: str = Field(description="document_text[char_start:char_end]")
-    mass: float = Field(description="share of the sentence's attention on the sources")
-
-
-class SentenceOut(BaseModel):
-    text: str
-    start: int
-    end: int
-    support: dict[int, float] = Field(description="chunk id → share of this sentence's attention")
-    lookback: float
-    risk: float
-    flagged: bool
-    heads: list[list[float]] = Field(default_factory=list, description="lookback ratio per layer, per head")
-    evidence: list[EvidenceOut] = Field(default_factory=list, description="source spans it drew on")
-
-
-class HallucinationOut(BaseModel):
-    risk: float
-    flagged: bool
-    method: str
-    threshold: float
-
-
-class TimingsOut(BaseModel):
-    retrieve_ms: float
-    prefill_ms: float
-    decode_ms: float
-    attribute_ms: float
-    total_ms: float
-
-
-class ModelsOut(BaseModel):
-    generator: str
-    embedder: str
-
-
-class AnswerOut(BaseModel):
-    id: str
-    question: str
-    answer: str
-    created_at: str
-    model: ModelsOut
-    sources: list[SourceOut]
-    sentences: list[SentenceOut]
-    hallucination: HallucinationOut
-    timings: TimingsOut
-    abstained: bool = False
-    draft: str | None = Field(None, description="when abstaining after generation: the held-back answer")
-    attention_sink: float = 0.0
-    answer_kind: Literal["generated", "quotes", "refusal"] = "generated"
-
-
-class AnswerSummaryOut(BaseModel):
-    id: str
-    question: str
-    created_at: datetime
-    risk: float = Field(description="the answer's hallucination risk")
-    flagged: bool
+# responses: the library's types (rag.types, rag.store, rag.ingestion), and wrappers of them -----------
 
 
 class AnswerList(BaseModel):
-    answers: list[AnswerSummaryOut] = Field(description="newest first")
+    answers: list[AnswerSummary] = Field(description="newest first")
     total: int = Field(description="stored answers in all")
     limit: int
     offset: int
 
 
-class AttributionOut(BaseModel):
-    sources: list[SourceOut]
-    sentences: list[SentenceOut]
-    hallucination: HallucinationOut
-    attention_sink: float
-
-
 class SearchResponse(BaseModel):
-    results: list[SourceOut]
-
-
-class DocumentOut(BaseModel):
-    id: int
-    path: str
-    title: str
-    doc_type: str
-    mime: str
-    size: int
-    sha256: str
-    status: str
-    error: str | None
-    chunks: int
-    updated_at: datetime
+    results: list[Source]
 
 
 class DocumentList(BaseModel):
-    documents: list[DocumentOut]
-
-
-class FileFailureOut(BaseModel):
-    path: str
-    error: str
-
-
-class DuplicateOut(BaseModel):
-    path: str = Field(description="the file that was not ingested")
-    document_id: int = Field(description="the existing document with the same content (sha256)")
-    of_path: str = Field(description="that document's path")
+    documents: list[DocumentInfo]
 
 
 UploadStatus = Literal["ok", "failed", "duplicate"]
@@ -303,21 +189,11 @@ class UploadedOut(BaseModel):
     )
 
 
-class IngestSummaryOut(BaseModel):
+@dataclass
+class IngestSummaryOut(IngestSummary):
     """As `rag ingest --json`, plus which document each uploaded file became."""
 
-    added: int
-    updated: int
-    unchanged: int
-    deleted: int
-    failed: list[FileFailureOut]
-    duplicates: list[DuplicateOut] = Field(
-        description="files not ingested: their content (sha256) is already a document at another path"
-    )
-    documents: int
-    chunks: int
-    seconds: float
-    uploaded: list[UploadedOut]
+    uploaded: list[UploadedOut] = field(default_factory=list)
 
 
 class Health(BaseModel):

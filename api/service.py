@@ -1,5 +1,6 @@
-"""What the routes call: one process's ``Rag``, the threads its work runs on, and the translation between
-the API's shapes and ``rag``'s types, so that each route stays a line or two.
+"""What the routes call: one process's ``Rag`` and the threads its work runs on, so that each route stays
+a line or two. Responses are ``rag``'s own types (Answer, Source, DocumentInfo, ...); the events of a
+streamed answer are api.streaming's.
 
 Threads: uploads and deletions run one at a time on a writer thread of their own: they take the
 workspace write lock, which a `rag ingest` in another process may hold for minutes, and only that
@@ -22,8 +23,6 @@ processes can serve the same workspace.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import os
 import signal
@@ -44,21 +43,25 @@ from starlette.types import Receive
 from api.metrics import Metrics
 from api.schemas import (
     AnswerList,
-    AnswerOut,
-    AnswerSummaryOut,
     AskRequest,
     AttributeRequest,
-    AttributionOut,
     DocumentList,
-    DocumentOut,
     FiltersIn,
     Health,
     IngestSummaryOut,
     SearchRequest,
     SearchResponse,
-    SourceOut,
     UploadedOut,
     UploadStatus,
+)
+from api.streaming import (
+    BUSY_RETRY_AFTER_S,
+    OnSources,
+    OnToken,
+    answer_events,
+    check_wanted,
+    disconnected,
+    retrieved,
 )
 from api.uploads import StoredUpload, store, upload_suffix
 from rag.core import Rag
@@ -66,14 +69,13 @@ from rag.db import DATABASE_DOWN, DatabaseUnavailable, failure_reason
 from rag.models import Document
 from rag.readonly import ReadOnly
 from rag.retrieve import Filters
-from rag.store import counts, documents_under
-from rag.types import Answer, BadInput, Source
+from rag.store import DocumentInfo, counts, documents_under
+from rag.types import Answer, Attribution, BadInput
 
 logger = logging.getLogger("sightline.api")
 T = TypeVar("T")
 
 DATABASE_RETRY_AFTER_S = 5  # Retry-After on a 503 for an unavailable database
-BUSY_RETRY_AFTER_S = 5  # Retry-After on a 503 for a full upload queue or a server stopping
 _PROBE_EVERY_S = 1.0  # /healthz asks the database at most this often...
 _PROBE_DEADLINE_S = 2.0  # ...and reports it degraded when it does not answer within this
 
@@ -84,41 +86,23 @@ def database_detail(exc: BaseException) -> str:
     return f"the database is unavailable ({reason}); retry later"
 
 
-class _ClientGone(Exception):
-    """Raised from the token callback to stop generating for a client that closed its stream."""
-
-
 class ClientDisconnected(Exception):
     """The client of a non-streaming ask left before its answer was ready (logged as 499)."""
-
-
-async def _disconnected(receive: Receive) -> None:
-    """Return when the client disconnects (the request body has already been read)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-def _retrieved(job: asyncio.Future[Any]) -> None:
-    """Mark a generation's outcome as seen: one stopped for a departed client ends in _ClientGone,
-    which nobody awaits."""
-    if not job.cancelled():
-        job.exception()
 
 
 def _filters(given: FiltersIn | None) -> Filters | None:
     return given.to_filters() if given else None
 
 
-def _answer_out(answer: Answer) -> AnswerOut:
-    return AnswerOut.model_validate(answer.to_dict())
-
-
-def _sources_out(sources: list[Source]) -> list[SourceOut]:
-    return [SourceOut.model_validate(s.to_dict()) for s in sources]
-
-
-def _sse(event: str, data: str) -> bytes:
-    return f"event: {event}\ndata: {data}\n\n".encode()
+def _failure(exc: Exception) -> tuple[int, Any] | None:
+    """The status and detail of a streamed answer's error that the client can act on, or None."""
+    if isinstance(exc, BadInput):
+        return 422, str(exc)
+    if isinstance(exc, HTTPException):
+        return exc.status_code, exc.detail
+    if isinstance(exc, DATABASE_DOWN):
+        return 503, database_detail(exc)
+    return None
 
 
 def _upload_status(path: str, failed: set[str], duplicates: dict[str, int]) -> UploadStatus:
@@ -285,13 +269,13 @@ class Service:
     async def search(self, req: SearchRequest) -> SearchResponse:
         filters = _filters(req.filters)
         sources = await self._on_retrieval_thread(self.rag.search, req.query, req.k, filters, mode=req.mode)
-        return SearchResponse(results=_sources_out(sources))
+        return SearchResponse(results=sources)
 
     def _answer(
         self,
         req: AskRequest,
-        on_sources: Callable[[list[Source]], None] | None = None,
-        on_token: Callable[[str], None] | None = None,
+        on_sources: OnSources | None = None,
+        on_token: OnToken | None = None,
     ) -> Answer:
         answer = self.rag.ask(
             req.question,
@@ -306,7 +290,7 @@ class Service:
         self.metrics.observe_answer(answer)
         return answer
 
-    async def ask(self, req: AskRequest, receive: Receive) -> AnswerOut:
+    async def ask(self, req: AskRequest, receive: Receive) -> Answer:
         """The answer, generated on the generation thread while ``receive`` is watched: a client that
         disconnects (or a shutdown that cancels the request) stops the generation at its next token,
         as a closed stream does, instead of holding the decoder for an answer nobody will read."""
@@ -315,8 +299,8 @@ class Service:
         job: asyncio.Future[Any] = asyncio.wrap_future(
             self.generation.submit(self._answer_while_wanted, req, gone)
         )
-        job.add_done_callback(_retrieved)
-        watcher: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(receive))
+        job.add_done_callback(retrieved)
+        watcher: asyncio.Future[Any] = asyncio.ensure_future(disconnected(receive))
         try:
             await asyncio.wait([job, watcher], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -325,106 +309,54 @@ class Service:
                 gone.set()
         if not job.done():
             raise ClientDisconnected
-        return _answer_out(job.result())
+        return job.result()
 
     def _answer_while_wanted(
         self,
         req: AskRequest,
         gone: threading.Event,
-        on_sources: Callable[[list[Source]], None] | None = None,
-        on_token: Callable[[str], None] | None = None,
+        on_sources: OnSources | None = None,
+        on_token: OnToken | None = None,
     ) -> Answer:
-        """``_answer``, stopped at the next token once its client is ``gone`` (_ClientGone) or the
+        """``_answer``, stopped at the next token once its client is ``gone`` (ClientGone) or the
         server is stopping (503); not started at all if either happened while it queued."""
 
         def checked(text: str) -> None:
-            self._check_wanted(gone)
+            check_wanted(gone, self.stopping)
             if on_token:
                 on_token(text)
 
-        self._check_wanted(gone)
+        check_wanted(gone, self.stopping)
         return self._answer(req, on_sources, checked)
 
-    def _check_wanted(self, gone: threading.Event) -> None:
-        if gone.is_set():
-            raise _ClientGone
-        if self.stopping.is_set():
-            raise HTTPException(
-                503, "the server is shutting down; retry shortly",
-                headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
-            )
-
     async def ask_stream(self, req: AskRequest) -> AsyncIterator[bytes]:
+        """The events of an ask (api.streaming), once it has passed every check a 4xx could come from."""
         await self._validate(req)
-        return self._events(req)
-
-    async def _events(self, req: AskRequest) -> AsyncIterator[bytes]:
-        """Server-sent events: ``sources``, ``token``…, then ``done`` with the Answer, or ``error``
-        with ``{status, detail}``. The generation thread feeds an asyncio queue; when the client goes
-        away, generation stops at its next token and frees the thread for the next request."""
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         gone = threading.Event()
+        return answer_events(
+            partial(self._answer_while_wanted, req, gone),
+            gone,
+            self.generation.submit,
+            _failure,
+            self.settings.sse_ping_s,
+        )
 
-        def emit(event: str, data: str) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: the server is shutting down
-                loop.call_soon_threadsafe(events.put_nowait, (event, data))
+    def _attribute(self, req: AttributeRequest) -> Attribution:
+        return self.rag.attribute(req.question, req.answer, req.context, req.chunk_ids)
 
-        def on_sources(sources: list[Source]) -> None:
-            payload = {"sources": [s.model_dump(mode="json") for s in _sources_out(sources)]}
-            emit("sources", json.dumps(payload))
-
-        def on_token(text: str) -> None:
-            emit("token", json.dumps({"text": text}))
-
-        def error(status: int, detail: Any) -> None:
-            emit("error", json.dumps({"status": status, "detail": detail}))
-
-        def work() -> None:
-            try:
-                answer = self._answer_while_wanted(req, gone, on_sources, on_token)
-            except _ClientGone:
-                return
-            except BadInput as exc:
-                error(422, str(exc))
-            except HTTPException as exc:
-                error(exc.status_code, exc.detail)
-            except DATABASE_DOWN as exc:
-                error(503, database_detail(exc))
-            except Exception:
-                logger.exception("streamed answer failed")
-                error(500, "internal error while answering; it has been logged")
-            else:
-                emit("done", _answer_out(answer).model_dump_json())
-
-        self.generation.submit(work)
-        try:
-            while True:
-                event, data = await events.get()
-                yield _sse(event, data)
-                if event in ("done", "error"):
-                    return
-        finally:
-            gone.set()
-
-    def _attribute(self, req: AttributeRequest) -> AttributionOut:
-        result = self.rag.attribute(req.question, req.answer, req.context, req.chunk_ids)
-        return AttributionOut.model_validate(result.to_dict())
-
-    async def attribute(self, req: AttributeRequest) -> AttributionOut:
+    async def attribute(self, req: AttributeRequest) -> Attribution:
         await self._validate(req)
         return await self._on_generation_thread(self._attribute, req)
 
-    def answer(self, answer_id: str) -> AnswerOut:
+    def answer(self, answer_id: str) -> Answer:
         answer = self.rag.get_answer(answer_id)
         if answer is None:
             raise HTTPException(404, f"no answer with id {answer_id}")
-        return _answer_out(answer)
+        return answer
 
     def answers(self, limit: int, offset: int) -> AnswerList:
         page, total = self.rag.answers(limit, offset)
-        summaries = [AnswerSummaryOut.model_validate(a.to_dict()) for a in page]
-        return AnswerList(answers=summaries, total=total, limit=limit, offset=offset)
+        return AnswerList(answers=page, total=total, limit=limit, offset=offset)
 
     def report(self, answer_id: str) -> str:
         html = self.rag.report_html(answer_id)
@@ -434,13 +366,13 @@ class Service:
 
     # documents -----------------------------------------------------------------------------------------
     def documents(self) -> DocumentList:
-        return DocumentList(documents=[DocumentOut.model_validate(d.to_dict()) for d in self.rag.documents()])
+        return DocumentList(documents=self.rag.documents())
 
-    def document(self, document_id: int) -> DocumentOut:
+    def document(self, document_id: int) -> DocumentInfo:
         info = self.rag.document(document_id)
         if info is None:
             raise HTTPException(404, f"no document with id {document_id}")
-        return DocumentOut.model_validate(info.to_dict())
+        return info
 
     async def delete_document(self, document_id: int) -> None:
         await self._on_writer_thread(self._delete_document, document_id)
@@ -528,4 +460,4 @@ class Service:
             )
             for item in stored
         ]
-        return IngestSummaryOut.model_validate({**summary.to_dict(), "uploaded": uploaded})
+        return IngestSummaryOut(**vars(summary), uploaded=uploaded)

@@ -16,7 +16,7 @@ from rag.db import transaction
 from rag.detect import Detector
 from rag.generate import Generation, Generator
 from rag.models import AnswerRecord
-from rag.types import Answer, Attribution, Evidence, Hallucination, Source, Timings
+from rag.types import Answer, Attribution, Evidence, Hallucination, Models, Source, Timings
 from rag.workspace import Workspace
 
 NO_SOURCES = "I can't answer that from your documents: nothing I retrieved is relevant to the question."
@@ -80,7 +80,7 @@ class AnswerPipeline:
         ``on_generation`` sees the raw draft with its masses (evaluation keeps its features)."""
         started = time.perf_counter()
         timings = Timings(retrieve_ms=retrieve_ms)
-        model = {"generator": self.generator.name, "embedder": self.settings.embedder}
+        model = Models(generator=self.generator.name, embedder=self.settings.embedder)
         if not sources or relevance < self.settings.min_relevance:
             if on_token:
                 on_token(NO_SOURCES)
@@ -121,7 +121,7 @@ class AnswerPipeline:
         sources: list[Source],
         attribution: Attribution | None,
         timings: Timings,
-        model: dict[str, str],
+        model: Models,
         abstained: bool = False,
     ) -> Answer:
         return Answer(
@@ -159,4 +159,4 @@ def load_answer(workspace: Workspace, answer_id: str) -> Answer | None:
     """A stored answer; readable without loading any model."""
     with workspace.sessions() as s:
         record = s.get(AnswerRecord, answer_id)
-        return Answer.from_dict(record.report) if record else None
+        return Answer.from_report(record.report) if record else None

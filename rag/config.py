@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # a connection must send its request line and headers within this (slow or half-open clients)
     header_timeout_s: float = Field(10.0, gt=0, description="close connections whose headers are this slow")
     keep_alive_s: float = Field(5.0, gt=0, description="close idle kept-alive connections after this")
+    # a comment line on an event stream that has sent nothing for this long (a stream queued behind
+    # another answer), so that proxies do not close it as idle
+    sse_ping_s: float = Field(15.0, gt=0, description="keep-alive on a silent event stream this often")
 
     @cached_property
     def home_dir(self) -> Path:

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+from pydantic import ConfigDict, Field
 from sqlalchemy import select, update
 
 from rag.chunking import Chunker, ChunkerConfig
@@ -55,21 +56,27 @@ class FileFailure:
 class Duplicate:
     """A file not ingested because document ``document_id`` (at ``of_path``) has the same content."""
 
-    path: str
-    document_id: int
-    of_path: str
+    path: Annotated[str, Field(description="the file that was not ingested")]
+    document_id: Annotated[int, Field(description="the existing document with the same content (sha256)")]
+    of_path: Annotated[str, Field(description="that document's path")]
 
 
 @dataclass
 class IngestSummary:
     """What `rag ingest --json` prints (DESIGN.md)."""
 
+    # every field is in every response, so the API's schema requires them all
+    __pydantic_config__ = ConfigDict(json_schema_serialization_defaults_required=True)
+
     added: int = 0
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
     failed: list[FileFailure] = field(default_factory=list)
-    duplicates: list[Duplicate] = field(default_factory=list)
+    duplicates: Annotated[
+        list[Duplicate],
+        Field(description="files not ingested: their content (sha256) is already a document at another path"),
+    ] = field(default_factory=list)
     documents: int = 0
     chunks: int = 0
     seconds: float = 0.0

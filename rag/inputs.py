@@ -7,9 +7,16 @@ encoder."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import TypeAdapter, ValidationError
 
 from rag.types import BadInput
+
+T = TypeVar("T")
+_SHOWN_PROBLEMS = 5  # of one line's; then "(N more)"
 
 MAX_QUESTION_CHARS = 4000  # DESIGN.md: question (and search query) 1..4000 chars
 MAX_ANSWER_CHARS = 4000  # an answer to attribute; with a question and context it stays in the model's window
@@ -74,3 +81,29 @@ def read_text_file(path: Path, what: str, max_chars: int) -> str:
     if len(text) > max_chars:
         raise BadInput(f"{what} in {path} is over the {max_chars:,}-character limit")
     return text
+
+
+def read_jsonl(path: Path, shape: TypeAdapter[T]) -> Iterator[T]:
+    """Each non-blank line of a JSONL file as ``shape``; a bad line is a ValueError that names the
+    file, the line and the field (``data.jsonl:7: field 'hallucinated': Input should be ...``)."""
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield shape.validate_json(line)
+            except ValidationError as exc:
+                raise ValueError(f"{path}:{n}: {line_problems(exc)}") from None
+
+
+def line_problems(exc: ValidationError) -> str:
+    """A validation error in one line: each field with what is wrong with it."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "missing":
+            problems.append(f"missing field {field!r}")
+        else:
+            problems.append(f"field {field!r}: {error['msg']}" if field else error["msg"])
+    more = len(problems) - _SHOWN_PROBLEMS
+    return "; ".join(problems[:_SHOWN_PROBLEMS]) + (f" ({more} more)" if more > 0 else "")

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -174,7 +175,7 @@ class AnswerSummary:
     id: str
     question: str
     created_at: datetime
-    risk: float
+    risk: Annotated[float, Field(description="the answer's hallucination risk")]
     flagged: bool
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,10 +1,17 @@
 """Typed values that pass between the stages (load → chunk → embed → index → retrieve → generate →
-attribute). Each stage takes and returns these, so a stage can be called and tested alone."""
+attribute). Each stage takes and returns these, so a stage can be called and tested alone.
+
+They are also the REST API's response shapes (/openapi.json is generated from them through pydantic):
+one definition a shape, so the CLI's JSON, the stored reports and the API cannot drift apart. The
+descriptions on their fields are what the API documents."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import ConfigDict, Field, TypeAdapter
+from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
 RetrievalMode = Literal["dense", "lexical", "hybrid"]
 """How retrieval ranks chunks: embedding cosine, BM25, or the two fused (rag.fusion)."""
@@ -12,6 +19,8 @@ RETRIEVAL_MODES: tuple[RetrievalMode, ...] = get_args(RetrievalMode)
 FusionMethod = Literal["convex", "rrf"]
 """How hybrid retrieval fuses its two lists: min-max scores mixed by weight, or reciprocal ranks."""
 FUSION_METHODS: tuple[FusionMethod, ...] = get_args(FusionMethod)
+AnswerKind = Literal["generated", "quotes", "refusal"]
+"""An answer as generated; the verbatim evidence of a held-back draft; or no answer."""
 
 
 class LoadError(Exception):
@@ -55,7 +64,7 @@ class ChunkSpan:
 
 @dataclass
 class Source:
-    """A retrieved chunk as the user sees it (DESIGN.md `Source`)."""
+    """A retrieved chunk as the user sees it."""  # DESIGN.md, `Source`
 
     rank: int
     chunk_id: int
@@ -66,7 +75,9 @@ class Source:
     char_start: int
     char_end: int
     score: float
-    attention_mass: float | None = None
+    attention_mass: Annotated[
+        float | None, Field(description="share of the answer's attention on the retrieved chunks (sums to 1)")
+    ] = None
     doc_type: str = ""
     page: int | None = None
     heading: str | None = None
@@ -87,10 +98,10 @@ class Evidence:
     chunk_id: int
     document_id: int
     path: str
-    char_start: int  # offsets into the document
+    char_start: Annotated[int, Field(description="offset into the document's text")]
     char_end: int
-    text: str
-    mass: float  # share of the sentence's attention on the sources that went to this span
+    text: Annotated[str, Field(description="document_text[char_start:char_end]")]
+    mass: Annotated[float, Field(description="share of the sentence's attention on the sources")]
 
 
 @dataclass
@@ -98,13 +109,17 @@ class SentenceAttribution:
     text: str
     start: int  # char offsets into the answer text
     end: int
-    support: dict[int, float]  # chunk_id -> share of this sentence's attention on the chunks
+    support: Annotated[dict[int, float], Field(description="chunk id → share of this sentence's attention")]
     lookback: float  # pooled: mass on chunks / (mass on chunks + mass on the answer so far)
     risk: float
     flagged: bool
     # pooled lookback ratio per layer and head (rounded): which heads looked back at the sources
-    heads: list[list[float]] = field(default_factory=list)
-    evidence: list[Evidence] = field(default_factory=list)  # mass-ordered, at most a few
+    heads: Annotated[list[list[float]], Field(description="lookback ratio per layer, per head")] = field(
+        default_factory=list
+    )
+    evidence: Annotated[list[Evidence], Field(description="source spans it drew on")] = field(
+        default_factory=list
+    )  # mass-ordered, at most a few
 
 
 @dataclass
@@ -117,6 +132,9 @@ class Hallucination:
 
 @dataclass
 class Timings:
+    # every field is in every response, so the API's schema requires them all
+    __pydantic_config__ = ConfigDict(json_schema_serialization_defaults_required=True)
+
     retrieve_ms: float = 0.0
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
@@ -137,47 +155,38 @@ class Attribution:
         return asdict(self)
 
 
+class Models(TypedDict):
+    generator: str
+    embedder: str
+
+
 @dataclass
 class Answer:
     id: str
     question: str
     answer: str
     created_at: str
-    model: dict[str, str]
+    model: Models
     sources: list[Source]
     sentences: list[SentenceAttribution]
     hallucination: Hallucination
     timings: Timings
     abstained: bool = False
-    draft: str | None = None  # when abstaining after generation: the answer that was held back
+    draft: Annotated[
+        str | None, Field(description="when abstaining after generation: the held-back answer")
+    ] = None
     attention_sink: float = 0.0
-    # "generated"; "quotes": verbatim evidence of a held-back draft; "refusal": no answer
-    answer_kind: str = "generated"
+    answer_kind: AnswerKind = "generated"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Answer:
-        return cls(
-            id=d["id"],
-            question=d["question"],
-            answer=d["answer"],
-            created_at=d["created_at"],
-            model=d["model"],
-            sources=[Source(**s) for s in d["sources"]],
-            sentences=[
-                SentenceAttribution(**{
-                    **s,
-                    "support": {int(k): v for k, v in s["support"].items()},
-                    "evidence": [Evidence(**e) for e in s.get("evidence", [])],
-                })
-                for s in d["sentences"]
-            ],
-            hallucination=Hallucination(**d["hallucination"]),
-            timings=Timings(**d["timings"]),
-            abstained=d.get("abstained", False),
-            draft=d.get("draft"),
-            attention_sink=d.get("attention_sink", 0.0),
-            answer_kind=d.get("answer_kind", "refusal" if d.get("abstained") else "generated"),
-        )
+    def from_report(cls, report: dict[str, Any]) -> Answer:
+        """A stored answer (``to_dict``), validated: older ones lack answer_kind (an abstention then
+        was a refusal)."""
+        kind = "refusal" if report.get("abstained") else "generated"
+        return ANSWER.validate_python({"answer_kind": kind, **report})
+
+
+ANSWER: TypeAdapter[Answer] = TypeAdapter(Answer)

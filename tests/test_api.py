@@ -112,7 +112,7 @@ def test_openapi_describes_every_endpoint(url: str) -> None:
         ("GET", "/metrics"),
     }
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    answer = spec["components"]["schemas"]["AnswerOut"]["properties"]
+    answer = spec["components"]["schemas"]["Answer"]["properties"]
     assert {"id", "question", "answer", "created_at", "model", "sources", "sentences"} <= set(answer)
     assert {"hallucination", "timings"} <= set(answer)
     ask = spec["paths"]["/v1/ask"]["post"]["responses"]["200"]["content"]

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from api.main import create_app
 from api.testing import LiveServer, wait_ready
@@ -32,11 +33,19 @@ MADE_UP = (
 )
 
 
+PING_S = 0.2  # keep-alive comments on silent streams this often (15 s by default)
+
+
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     home = tmp_path_factory.mktemp("api-ask") / "home"
-    settings = Settings(home=home, models_cache=MODELS_CACHE, max_new_tokens=24, top_k=2)
-    with LiveServer(create_app(settings)) as base:
+    settings = Settings(home=home, models_cache=MODELS_CACHE, max_new_tokens=24, top_k=2, sse_ping_s=PING_S)
+    return create_app(settings)
+
+
+@pytest.fixture(scope="module")
+def url(app: FastAPI) -> Iterator[str]:
+    with LiveServer(app) as base:
         health = wait_ready(base, timeout=900)
         assert health["generator_loaded"] is True
         sample = REPO / "data" / "samples" / "history-of-lighthouses.md"
@@ -63,8 +72,13 @@ def pharos(client: httpx.Client) -> dict[str, Any]:
 
 def read_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
     """(event, parsed data) from a text/event-stream response, as they arrive."""
+    return events_of(response.iter_lines())
+
+
+def events_of(lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    """(event, parsed data) from the lines of an event stream; comments (keep-alives) are skipped."""
     event = None
-    for line in response.iter_lines():
+    for line in lines:
         if line.startswith("event: "):
             event = line.removeprefix("event: ")
         elif line.startswith("data: "):
@@ -106,6 +120,29 @@ def test_stream_sends_sources_then_tokens_then_the_answer(client: httpx.Client) 
     streamed = "".join(data["text"] for e, data in events if e == "token").strip()
     assert streamed in (done["answer"].strip(), (done["draft"] or "").strip())
     assert client.get(f"/v1/answers/{done['id']}").json() == done
+
+
+def test_a_stream_queued_behind_a_long_generation_is_kept_alive(app: FastAPI, url: str) -> None:
+    """While every generation thread is busy (held here by a job the test ends, as a long answer would
+    hold it), a queued stream sends keep-alive comments, so that a proxy's idle timeout does not cut
+    it; once a thread is free it answers as any stream does."""
+    service = app.state.service
+    release = threading.Event()
+    for _ in range(service.settings.batch_max):
+        service.generation.submit(release.wait)
+    try:
+        # a read timeout far above PING_S: without keep-alives the stream would stay silent
+        timeout = httpx.Timeout(600, read=60)
+        with httpx.stream("POST", f"{url}/v1/ask", json={"question": PHAROS, "stream": True},
+                          timeout=timeout) as r:
+            assert r.status_code == 200, r.read()
+            lines = r.iter_lines()
+            assert next(line for line in lines if line) == ": ping"
+            release.set()
+            names = [name for name, _ in events_of(lines)]
+    finally:
+        release.set()
+    assert names[0] == "sources" and names[-1] == "done", names
 
 
 def test_health_metrics_and_search_answer_while_an_answer_streams(client: httpx.Client, url: str) -> None:

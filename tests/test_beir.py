@@ -89,7 +89,11 @@ def test_load_beir_and_evaluate_search(tmp_path: Path) -> None:
 def test_load_beir_reports_bad_lines(tmp_path: Path) -> None:
     _write_beir(tmp_path)
     (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "ok"}\nnot json\n')
-    with pytest.raises(ValueError, match=r"queries.jsonl:2"):
+    with pytest.raises(ValueError, match=r"queries.jsonl:2: Invalid JSON"):
+        load_beir(tmp_path)
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n\n{"id": "d2", "text": ["x"]}\n')
+    bad_line = r"corpus.jsonl:3: missing field '_id'; field 'text': Input should be"
+    with pytest.raises(ValueError, match=bad_line):
         load_beir(tmp_path)
 
 

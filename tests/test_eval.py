@@ -231,6 +231,16 @@ def test_squad_swap_and_jsonl_round_trip(tmp_path: Path) -> None:
     assert all(e.split == "test" for e in test_only)
 
 
+def test_read_examples_names_the_line_and_field_that_are_wrong(tmp_path: Path) -> None:
+    good = {"question": "q", "context": "c", "response": "r", "hallucinated": "false"}
+    path = tmp_path / "set.jsonl"
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps({**good, "hallucinated": "maybe"}) + "\n")
+    with pytest.raises(ValueError, match=r"set.jsonl:3: field 'hallucinated': Input should be a valid bool"):
+        read_examples(path)
+    path.write_text(json.dumps(good) + "\n")
+    assert read_examples(path)[0].hallucinated is False  # "false" is false, not a non-empty string
+
+
 def test_squad_continue_pairs_a_supported_and_a_foreign_sentence(tmp_path: Path) -> None:
     examples = squad_continue(_toy_squad(tmp_path), n=10)
     assert len(examples) == 10

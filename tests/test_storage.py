@@ -55,7 +55,7 @@ def test_a_brand_new_workspace_checks_ok_but_unsaved_chunks_do_not(settings: Set
 
 
 def test_updated_at_is_utc_with_an_offset_on_every_backend(settings: Settings) -> None:
-    """SQLite stores datetimes without an offset; a DocumentOut's updated_at must still be a full
+    """SQLite stores datetimes without an offset; a DocumentInfo's updated_at must still be a full
     RFC 3339 date-time."""
     from datetime import timedelta
 

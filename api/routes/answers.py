@@ -8,7 +8,8 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse
 
 from api.deps import V1, ServiceDep
-from api.schemas import MAX_SQL_INT, AnswerList, AnswerOut, error_responses
+from api.schemas import MAX_SQL_INT, AnswerList, error_responses
+from rag.types import Answer
 
 router = APIRouter(prefix=f"{V1}/answers", tags=["answers"])
 
@@ -30,7 +31,7 @@ def list_answers(
 
 
 @router.get("/{answer_id}", operation_id="get_answer", responses=error_responses(404))
-def get_answer(answer_id: AnswerId, service: ServiceDep) -> AnswerOut:
+def get_answer(answer_id: AnswerId, service: ServiceDep) -> Answer:
     return service.answer(answer_id)
 
 

@@ -8,7 +8,8 @@ from fastapi import APIRouter, File, Path, UploadFile
 from fastapi.responses import Response
 
 from api.deps import V1, ServiceDep
-from api.schemas import MAX_SQL_INT, DocumentList, DocumentOut, IngestSummaryOut, error_responses
+from api.schemas import MAX_SQL_INT, DocumentList, IngestSummaryOut, error_responses
+from rag.store import DocumentInfo
 
 router = APIRouter(prefix=f"{V1}/documents", tags=["documents"])
 
@@ -43,7 +44,7 @@ def list_documents(service: ServiceDep) -> DocumentList:
 
 
 @router.get("/{document_id}", operation_id="get_document", responses=error_responses(404))
-def get_document(document_id: DocumentId, service: ServiceDep) -> DocumentOut:
+def get_document(document_id: DocumentId, service: ServiceDep) -> DocumentInfo:
     return service.document(document_id)
 
 

@@ -21,11 +21,14 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired
 
 import numpy as np
+from pydantic import TypeAdapter
+from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
 from rag.config import Settings
+from rag.inputs import read_jsonl
 
 Qrels = dict[str, dict[str, int]]
 
@@ -53,14 +56,26 @@ def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
                     raise ValueError(f"{path}:{n}: not JSON: {e}") from e
 
 
+class BeirLine(TypedDict):
+    """A line of corpus.jsonl ({_id, title, text}) or of queries.jsonl ({_id, text})."""
+
+    _id: str | int
+    title: NotRequired[str | None]
+    text: NotRequired[str | None]
+
+
+_LINE: TypeAdapter[BeirLine] = TypeAdapter(BeirLine)
+
+
 def load_beir(folder: Path | str, split: str = "test") -> BeirDataset:
-    """Read a BEIR folder; raises FileNotFoundError/ValueError naming the file that is wrong."""
+    """Read a BEIR folder; raises FileNotFoundError, or ValueError naming the file, line and field that
+    are wrong."""
     root = Path(folder)
     corpus = {
-        str(d["_id"]): {"title": str(d.get("title") or ""), "text": str(d.get("text") or "")}
-        for d in _read_jsonl(root / "corpus.jsonl")
+        str(d["_id"]): {"title": d.get("title") or "", "text": d.get("text") or ""}
+        for d in read_jsonl(root / "corpus.jsonl", _LINE)
     }
-    queries = {str(d["_id"]): str(d.get("text") or "") for d in _read_jsonl(root / "queries.jsonl")}
+    queries = {str(d["_id"]): d.get("text") or "" for d in read_jsonl(root / "queries.jsonl", _LINE)}
     qrels: Qrels = {}
     qrels_path = root / "qrels" / f"{split}.tsv"
     with qrels_path.open(encoding="utf-8") as f:

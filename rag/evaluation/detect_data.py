@@ -41,6 +41,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
+from rag.inputs import read_jsonl
+
 SPLITS = ("train", "val", "test")
 # ../shared/data beside the checkout, as DESIGN.md says (RAG_SHARED_DATA overrides)
 SHARED_DATA = Path(os.environ.get("RAG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -62,20 +66,8 @@ class DetectExample:
     split: str = ""
     source: str = ""
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DetectExample:
-        missing = [k for k in ("question", "context", "response", "hallucinated") if k not in d]
-        if missing:
-            raise ValueError(f"missing field(s) {missing}")
-        return cls(
-            question=str(d["question"]),
-            context=str(d["context"]),
-            response=str(d["response"]),
-            hallucinated=bool(d["hallucinated"]),
-            group=str(d.get("group", "")),
-            split=str(d.get("split", "")),
-            source=str(d.get("source", "")),
-        )
+
+_EXAMPLE: TypeAdapter[DetectExample] = TypeAdapter(DetectExample)
 
 
 def split_of(group: str, val: float = 0.2, test: float = 0.2) -> str:
@@ -86,18 +78,8 @@ def split_of(group: str, val: float = 0.2, test: float = 0.2) -> str:
 
 def read_examples(path: Path | str, split: str | None = None) -> list[DetectExample]:
     """Lines of a JSONL file; only those of `split` when given (lines without one are kept)."""
-    out = []
-    with Path(path).open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                ex = DetectExample.from_dict(json.loads(line))
-            except ValueError as e:
-                raise ValueError(f"{path}:{n}: {e}") from e
-            if split is None or not ex.split or ex.split == split:
-                out.append(ex)
-    return out
+    examples = read_jsonl(Path(path), _EXAMPLE)
+    return [ex for ex in examples if split is None or not ex.split or ex.split == split]
 
 
 def write_examples(path: Path | str, examples: Iterable[DetectExample]) -> int:

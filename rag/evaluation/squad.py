@@ -36,10 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter
 
 from rag.detect import Detector, Pooled
 from rag.evaluation.detect_data import split_of, squad_rows
 from rag.evaluation.metrics import Estimate, auroc, auroc_ci, contains_answer, max_f1, share
+from rag.inputs import read_jsonl
 from rag.text import strip_citations
 
 
@@ -86,6 +88,9 @@ class QuestionResult:
     quotes_hit: bool | None = None
 
 
+_RESULT: TypeAdapter[QuestionResult] = TypeAdapter(QuestionResult)
+
+
 @dataclass
 class OwnAnswers:
     """Drafts with their pooled features, aligned with `results` (None where nothing was generated)."""
@@ -110,8 +115,7 @@ class OwnAnswers:
 
     @classmethod
     def load(cls, folder: Path) -> OwnAnswers:
-        with (folder / "results.jsonl").open(encoding="utf-8") as f:
-            results = [QuestionResult(**json.loads(line)) for line in f if line.strip()]
+        results = list(read_jsonl(folder / "results.jsonl", _RESULT))
         answers: list[Pooled | None] = [None] * len(results)
         sentences: list[list[Pooled]] = [[] for _ in results]
         with np.load(folder / "features.npz") as z:
