@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     ann_threshold: int = 50_000
     ivf_nlist: int = 0
     ivf_nprobe: int = 0
+    # index snapshots (rag/snapshots.py): each save publishes a new one; older ones are deleted once no
+    # process holds them. Where file locks cannot be trusted across hosts (docs/scale.md), turn the
+    # leases off and keep enough snapshots by age to outlast any replica's load of one.
+    index_keep_snapshots: int = Field(1, ge=1, description="newest index snapshots always kept")
+    index_trust_leases: bool = Field(True, description="keep older snapshots while a process holds them")
 
     # answering
     top_k: int = Field(4, ge=1, le=50)

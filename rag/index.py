@@ -1,11 +1,11 @@
-"""The FAISS vector index: derived from the database, keyed by chunk id, saved atomically.
+"""The FAISS vector index: derived from the database, keyed by chunk id, saved with a manifest.
 
 Which FAISS index (exact Flat while small, IVF past ``settings.ann_threshold``) is rag.ann's policy;
 this module keeps whichever one is in use in step with SQL. The index file and a manifest (count,
-id checksum, model, kind and parameters) live in ``RAG_HOME/index``. Both are
-written to temporary files and renamed into place, so a reader never sees half an index; a crash
-between the two renames is caught at the next open, because the manifest and the index disagree
-with each other or with the database, and ``reconcile`` repairs it from the stored embeddings.
+id checksum, model, kind and parameters) are written into a folder: each save is a new snapshot
+folder that rag.snapshots publishes (``RAG_HOME/index/snapshots/<name>``). A manifest that disagrees
+with its index file, or both with the database, is caught at the next open, and ``reconcile``
+repairs the index from the stored embeddings.
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ class VectorIndex:
         self.model = model
         self.settings = settings
         self.index: Any = ann.build_faiss_index(dim, 0, settings)  # untyped stubs
-        self.version = 0  # manifest mtime_ns when loaded: readers reload when it changes
 
     @property
     def index_path(self) -> Path:
@@ -97,7 +96,6 @@ class VectorIndex:
         if loaded.d != dim or manifest.get("model") != model:
             return vi  # another model's index: expected after changing RAG_EMBEDDER, not damage
         vi.index = loaded
-        vi.version = vi.manifest_path.stat().st_mtime_ns
         if manifest.get("count") != vi.count or manifest.get("checksum") != ids_checksum(vi.ids()):
             _report_unusable(vi.index_path, "does not match its manifest")
             vi.index = ann.build_faiss_index(dim, 0, settings)
@@ -131,10 +129,12 @@ class VectorIndex:
         scores, ids = ann.search(self.index, query, min(k, max(self.count, 1)), allowed_ids)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
-    def save(self) -> None:
-        """Write index then manifest, each atomically; the manifest names what the index holds.
-        An IVF index's nprobe is re-derived for its current size first (the lists grow with it)."""
+    def save(self, into: Path | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write index then manifest (plus ``extra`` fields) into ``into`` (default: its own folder,
+        which ``into`` then becomes), each atomically; returns the manifest. An IVF index's nprobe is
+        re-derived for its current size first (the lists grow with it)."""
         ann.retune(self.index, self.settings)
+        self.directory = into or self.directory
         self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write(self.index_path, faiss.serialize_index(self.index).tobytes())
         manifest = {
@@ -143,9 +143,10 @@ class VectorIndex:
             "dim": self.dim,
             "model": self.model,
             "index": ann.describe_index(self.index),
+            **(extra or {}),
         }
         atomic_write(self.manifest_path, json.dumps(manifest, indent=2).encode())
-        self.version = self.manifest_path.stat().st_mtime_ns
+        return manifest
 
     def reconcile(self, db_ids: np.ndarray, fetch_vectors: Any) -> tuple[int, int]:
         """Make the index hold exactly ``db_ids``: drop extras, add the missing ones with vectors from

@@ -1,10 +1,11 @@
 """A workspace (``RAG_HOME``): the database, the derived indexes, the models, and the write lock.
 
-The database is the source of truth. On open, and before every write, the vector index is
-reconciled with it, so an index left behind by a crash, or edited by hand, is repaired from the
-embeddings stored in SQL. Readers (the API) call ``refresh`` to pick up an index that a writer in
-another process saved, without a restart, and search inside ``reading()``: an ingest in the same
-process changes the indexes under the write side of the same lock.
+The database is the source of truth. On open, and before every write, the indexes are reconciled
+with it, so an index left behind by a crash, or edited by hand, is repaired from the embeddings and
+texts stored in SQL. Saved indexes are snapshots (rag/snapshots.py): vectors and BM25 are loaded
+together from the one ``CURRENT`` names. Readers (the API) call ``refresh`` to switch to a snapshot
+that a writer in another process published, without a restart, and search inside ``reading()``: an
+ingest in the same process changes the indexes under the write side of the same lock.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -27,7 +29,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rag import ann
+from rag import ann, snapshots
 from rag.config import Settings
 from rag.db import (
     UNAVAILABLE_ERRORS,
@@ -89,6 +91,7 @@ class Workspace:
         self._indexes = RWLock()  # searches read the in-memory indexes; adds, removes, swaps write
         self._vectors: VectorIndex | None = None
         self._lexical: LexicalIndex | None = None
+        self._lease: snapshots.Lease | None = None  # the snapshot the in-memory indexes came from
         self._writer = threading.RLock()
         self._writer_depth = 0
 
@@ -172,6 +175,12 @@ class Workspace:
             )
         return engine
 
+    def close(self) -> None:
+        """Let go of the loaded snapshot (a writer may then collect it) and of the database."""
+        if self._lease is not None:
+            self._lease.release()
+        self.engine.dispose()
+
     @property
     def stores_answers(self) -> bool:
         """False when the database cannot be written (a read-only SQLite file): answers are given
@@ -201,7 +210,8 @@ class Workspace:
     def embedding_dim(self) -> int:
         """From the saved manifest when it was made by the configured model: no model load needed."""
         try:
-            manifest = json.loads((self.settings.index_dir / MANIFEST_FILE).read_text())
+            folder = snapshots.current_folder(self.settings.index_dir)
+            manifest = json.loads((folder / MANIFEST_FILE).read_text())
             if manifest.get("model") == self.settings.embedder:
                 return int(manifest["dim"])
         except (OSError, ValueError, KeyError):
@@ -209,42 +219,53 @@ class Workspace:
         return self.embedder.dim
 
     # indexes -----------------------------------------------------------------------------------------
-    @property
-    def lexical_dir(self) -> Path:
-        return self.settings.index_dir / "lexical"
-
-    def _open_vectors(self) -> VectorIndex:
+    def _load_snapshot(self) -> None:
+        """Load the current snapshot, vectors and BM25 from the same folder, repair both to SQL, and
+        swap them in together (the caller holds the write side of ``_indexes``). The snapshot stays
+        leased until the next switch, so no writer collects it under this load."""
         s = self.settings
-        return VectorIndex.open(s.index_dir, self.embedding_dim, s.embedder, s)
-
-    def _open_lexical(self) -> LexicalIndex:
+        lease = snapshots.pin(s.index_dir)
+        vi = VectorIndex.open(lease.folder, self.embedding_dim, s.embedder, s)
         try:
-            return LexicalIndex.load(self.lexical_dir)
+            lx = LexicalIndex.load(lease.folder / snapshots.LEXICAL_DIR)
         except LexicalIndexError:
-            return LexicalIndex()
+            lx = LexicalIndex()
+        self._reconcile(vi, lx)
+        self._vectors, self._lexical = vi, lx
+        self._switch_lease(lease)
+
+    def _switch_lease(self, lease: snapshots.Lease) -> None:
+        old, self._lease = self._lease, lease
+        if old is not None:
+            old.release()
+
+    def _loaded(self) -> tuple[VectorIndex, LexicalIndex]:
+        """Both in-memory indexes, loaded (and reconciled with SQL) on first use."""
+        vi, lx = self._vectors, self._lexical
+        if vi is None or lx is None:
+            with self._indexes.write():
+                if self._vectors is None or self._lexical is None:
+                    self._load_snapshot()
+            vi, lx = self._vectors, self._lexical
+            assert vi is not None and lx is not None
+        return vi, lx
+
+    @property
+    def loaded_snapshot(self) -> str | None:
+        """The name of the snapshot the in-memory indexes came from (None: nothing loaded yet, or
+        the old flat layout, or no saved index)."""
+        return None if self._lease is None else self._lease.name
 
     @property
     def vectors(self) -> VectorIndex:
-        """The in-memory FAISS index, loaded (and reconciled with SQL) on first use. Read it only
-        inside ``reading()``; change it only inside ``self._indexes.write()``."""
-        if self._vectors is None:
-            with self._indexes.write():
-                if self._vectors is None:
-                    vi = self._open_vectors()
-                    self._reconcile(vi, None)
-                    self._vectors = vi
-        return self._vectors
+        """The in-memory FAISS index. Read it only inside ``reading()``; change it only inside
+        ``self._indexes.write()``."""
+        return self._loaded()[0]
 
     @property
     def lexical(self) -> LexicalIndex:
-        """The in-memory BM25 index, loaded like ``vectors`` and under the same lock."""
-        if self._lexical is None:
-            with self._indexes.write():
-                if self._lexical is None:
-                    lx = self._open_lexical()
-                    self._reconcile(None, lx)
-                    self._lexical = lx
-        return self._lexical
+        """The in-memory BM25 index, from the same snapshot as ``vectors`` and under the same lock."""
+        return self._loaded()[1]
 
     @contextmanager
     def reading(self) -> Iterator[None]:
@@ -265,36 +286,54 @@ class Workspace:
         return changed > 0
 
     def reconcile(self) -> None:
-        """Bring the indexes in line with SQL, saving them if they had drifted (e.g. after a crash)."""
-        with self._indexes.write():
-            vi, lx = self.vectors, self.lexical
+        """Bring the indexes in line with SQL, publishing them if they had drifted (e.g. after a
+        crash) or the current snapshot is not SQL's (or is of the old flat layout); then collect the
+        snapshots no process uses. A writer runs this first, under the write lock."""
+        with self.write_lock(), self._indexes.write():
+            vi, lx = self._loaded()
             drifted = self._reconcile(vi, lx)
-            if drifted or vi.read_manifest() is None or LexicalIndex.read_manifest(self.lexical_dir) is None:
+            current = snapshots.current_name(self.settings.index_dir)
+            if drifted or current is None or not self._matches(current, ids_checksum(vi.ids())):
                 self.save_indexes()
-            else:
-                # In step with SQL, so no older than the saved pair: adopt its stamp, or `refresh`
-                # would reload it (from SQL, mid-ingest) under a writer that then adds the same chunks.
-                vi.version = vi.manifest_path.stat().st_mtime_ns
+                return
+            if self._lease is None or self._lease.name != current:
+                # In step with SQL, as the current snapshot is: adopt it, or `refresh` would reload it
+                # (from SQL, mid-ingest) under a writer that then adds the same chunks.
+                self._switch_lease(snapshots.pin(self.settings.index_dir))
+            self._collect()
+
+    def _matches(self, name: str, checksum: str) -> bool:
+        """Whether snapshot ``name`` says it holds the chunks ``checksum`` names, in both indexes."""
+        try:
+            folder = snapshots.folder_of(self.settings.index_dir, name)
+            manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+        lexical = manifest.get("lexical")
+        return (
+            manifest.get("checksum") == checksum
+            and manifest.get("model") == self.settings.embedder
+            and isinstance(lexical, dict)
+            and lexical.get("checksum") == checksum
+        )
+
+    def _collect(self) -> None:
+        s = self.settings
+        snapshots.collect(s.index_dir, s.index_keep_snapshots, s.index_trust_leases)
 
     def refresh(self) -> None:
-        """Reload the indexes if another process saved newer ones. The vector manifest is written
-        last on save, so its mtime stamps the pair. Checked again under the write side: a save by a
-        writer in this process updates ``version`` before it lets go, so it never triggers a reload
-        (which would race that writer's next additions)."""
-        if self._vectors is None:
-            return
-        try:
-            saved = (self.settings.index_dir / MANIFEST_FILE).stat().st_mtime_ns
-        except OSError:
-            return
-        if saved == self._vectors.version:
+        """Switch to the current snapshot if another process published a newer one, so the next
+        request after a save sees it. Checked again under the write side: a save by a writer in this
+        process adopts its snapshot before it lets go, so it never triggers a reload (which would race
+        that writer's next additions)."""
+        if self._lease is None:
+            return  # nothing loaded yet: the first use loads the current snapshot
+        index_dir = self.settings.index_dir
+        if snapshots.current_name(index_dir) == self._lease.name:
             return
         with self._indexes.write():
-            if saved == self.vectors.version:
-                return
-            vi, lx = self._open_vectors(), self._open_lexical()
-            self._reconcile(vi, lx)
-            self._vectors, self._lexical = vi, lx
+            if snapshots.current_name(index_dir) != self._lease.name:
+                self._load_snapshot()
 
     def add_to_indexes(self, ids: np.ndarray, vectors: np.ndarray, texts: list[str]) -> None:
         with self._indexes.write():
@@ -308,12 +347,31 @@ class Workspace:
                 self.lexical.remove(ids)
 
     def save_indexes(self) -> None:
-        """Lexical first, vectors last (readers reload when the vector manifest changes)."""
-        with self._indexes.write():
-            if ann.needs_rebuild(self.vectors.index, self.vectors.count, self.settings):
-                self._reconcile(self.vectors, None)  # grown past the ANN threshold: rebuild as IVF
-            self.lexical.save(self.lexical_dir)
-            self.vectors.save()
+        """Publish the in-memory indexes as a new snapshot, then collect the ones no process uses.
+        This process's lease moves to the new snapshot (it holds what it just wrote)."""
+        with self.write_lock():
+            with self._indexes.write():
+                self._publish()
+            self._collect()  # after letting searches in this process go on
+
+    def _publish(self) -> None:
+        vi, lx = self._loaded()
+        if ann.needs_rebuild(vi.index, vi.count, self.settings):
+            self._reconcile(vi, None)  # grown past the ANN threshold: rebuild as IVF
+        lease = snapshots.create(self.settings.index_dir)
+        try:
+            lexical = lx.save(lease.folder / snapshots.LEXICAL_DIR)
+            about = {
+                "snapshot": lease.name,
+                "created": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "lexical": {k: lexical[k] for k in ("count", "checksum", "data_sha256")},
+            }
+            vi.save(lease.folder, about)
+            snapshots.publish(self.settings.index_dir, lease)
+        except BaseException:
+            lease.release()  # not published: the next collection deletes it
+            raise
+        self._switch_lease(lease)
 
     def rebuild_indexes(self) -> int:
         """Rebuild both indexes from SQL (stored embeddings and texts); returns the chunk count."""
@@ -326,12 +384,18 @@ class Workspace:
             return vi.count
 
     def check_indexes(self) -> IndexCheck:
-        """Compare SQL with the indexes *as saved on disk* (what the next reader will load). An index
-        never saved (a brand-new workspace) is the empty index: it agrees with an empty SQL."""
+        """Compare SQL with the current snapshot (what the next reader will load). An index never
+        saved (a brand-new workspace) is the empty index: it agrees with an empty SQL."""
         with self.sessions() as s:
             db_ids = chunk_ids(s)
+        lease = snapshots.pin(self.settings.index_dir)
+        try:
+            return self._check(db_ids, lease.folder)
+        finally:
+            lease.release()
+
+    def _check(self, db_ids: np.ndarray, index_dir: Path) -> IndexCheck:
         empty = {"count": 0, "checksum": ids_checksum([])}
-        index_dir = self.settings.index_dir
         manifest: dict[str, object] = empty
         index_ids = np.zeros(0, dtype=np.int64)
         if (index_dir / INDEX_FILE).exists() or (index_dir / MANIFEST_FILE).exists():
@@ -346,7 +410,8 @@ class Workspace:
         index_sum = ids_checksum(index_ids)
         manifest_ok = manifest.get("count") == len(index_ids) and manifest.get("checksum") == index_sum
         db_sum = ids_checksum(db_ids)
-        lexical = LexicalIndex.read_manifest(self.lexical_dir) or ({} if self.lexical_dir.exists() else empty)
+        lexical_dir = index_dir / snapshots.LEXICAL_DIR
+        lexical = LexicalIndex.read_manifest(lexical_dir) or ({} if lexical_dir.exists() else empty)
         lexical_ok = lexical.get("count") == len(db_ids) and lexical.get("checksum") == db_sum
         ok = manifest_ok and lexical_ok and len(db_ids) == len(index_ids) and db_sum == index_sum
         return IndexCheck(ok, len(db_ids), len(index_ids), db_sum, index_sum, manifest_ok, lexical_ok)

@@ -19,6 +19,7 @@ from ingest.cli import ingest_command
 from rag.config import Settings
 from rag.core import Rag
 from rag.index import VectorIndex
+from rag.snapshots import current_folder
 from tests.docfactory import make_binary_with_txt_suffix, make_corrupt_pdf, make_document, make_tree
 
 pytestmark = pytest.mark.slow  # loads the embedder and spawns parser workers
@@ -126,7 +127,7 @@ def test_excluded_files_are_not_ingested(settings: Settings, corpus: Path) -> No
 def test_index_check_detects_a_broken_index_and_rebuild_repairs_it(settings: Settings, corpus: Path) -> None:
     rag = Rag(settings)
     rag.ingest([corpus])
-    index_file = settings.index_dir / "vectors.faiss"
+    index_file = current_folder(settings.index_dir) / "vectors.faiss"
     # Break it: drop one vector from the saved index behind the manifest's back.
     damaged = faiss.read_index(str(index_file))
     damaged.remove_ids(faiss.IDSelectorBatch(np.array([damaged.id_map.at(0)], dtype=np.int64)))
@@ -146,7 +147,7 @@ def test_a_missing_index_is_rebuilt_from_sql_on_open(settings: Settings, corpus:
     assert fresh.search("dovetailed granite", k=1)[0].path.endswith("eddystone.txt")
     fresh.workspace.reconcile()
     assert fresh.workspace.check_indexes().ok
-    assert VectorIndex.open(settings.index_dir, 384, settings.embedder, settings).count > 0
+    assert VectorIndex.open(current_folder(settings.index_dir), 384, settings.embedder, settings).count > 0
 
 
 def test_deleting_a_document_removes_it_from_search(settings: Settings, corpus: Path) -> None:
