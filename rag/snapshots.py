@@ -37,7 +37,7 @@ CURRENT_FILE = "CURRENT"
 SNAPSHOTS_DIR = "snapshots"
 LEASE_FILE = "lease"
 LEXICAL_DIR = "lexical"  # inside a snapshot (and in the old flat layout)
-_NAME = re.compile(r"(\d{8})-[0-9a-f]{8}")
+_NAME = re.compile(r"\d{8,}-[0-9a-f]{8}")
 _TRASH = ".trash-"  # a folder being deleted: renamed first, so no reader can pin it any more
 
 

@@ -394,12 +394,12 @@ class Workspace:
         finally:
             lease.release()
 
-    def _check(self, db_ids: np.ndarray, index_dir: Path) -> IndexCheck:
+    def _check(self, db_ids: np.ndarray, folder: Path) -> IndexCheck:
         empty = {"count": 0, "checksum": ids_checksum([])}
         manifest: dict[str, object] = empty
         index_ids = np.zeros(0, dtype=np.int64)
-        if (index_dir / INDEX_FILE).exists() or (index_dir / MANIFEST_FILE).exists():
-            on_disk = VectorIndex(index_dir, self.embedding_dim, self.settings.embedder, self.settings)
+        if (folder / INDEX_FILE).exists() or (folder / MANIFEST_FILE).exists():
+            on_disk = VectorIndex(folder, self.embedding_dim, self.settings.embedder, self.settings)
             manifest = on_disk.read_manifest() or {}
             if on_disk.index_path.exists():
                 try:
@@ -410,7 +410,7 @@ class Workspace:
         index_sum = ids_checksum(index_ids)
         manifest_ok = manifest.get("count") == len(index_ids) and manifest.get("checksum") == index_sum
         db_sum = ids_checksum(db_ids)
-        lexical_dir = index_dir / snapshots.LEXICAL_DIR
+        lexical_dir = folder / snapshots.LEXICAL_DIR
         lexical = LexicalIndex.read_manifest(lexical_dir) or ({} if lexical_dir.exists() else empty)
         lexical_ok = lexical.get("count") == len(db_ids) and lexical.get("checksum") == db_sum
         ok = manifest_ok and lexical_ok and len(db_ids) == len(index_ids) and db_sum == index_sum
