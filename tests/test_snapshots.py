@@ -279,6 +279,7 @@ def test_snapshots_held_by_reader_processes_stay_until_they_switch_or_die(settin
     writer.close()
 
 
+TRIALS = 4
 # Publishes the same indexes again and again, as fast as it can, until killed.
 SAVER = """
 import sys
@@ -296,17 +297,18 @@ while True:
 
 @pytest.mark.slow  # starts and SIGKILLs writer processes
 def test_a_writer_killed_mid_save_leaves_current_complete(sqlite_settings: Settings) -> None:
-    """Killed as soon as a new snapshot folder is being filled (its manifest not yet written): the
-    partial folder is ignored by readers and collected by the next writer."""
+    """Killed while a new snapshot folder is being filled: soon after it appears, at seeded moments
+    within the ~30 ms a save of these chunks takes here. The partial folder is ignored by readers and
+    collected by the next writer."""
     settings = sqlite_settings
     ws = open_workspace(settings)
     for tag in ("x", "y", "z"):
-        add_document(ws, tag, 1000)  # big enough that a save takes a while
+        add_document(ws, tag, 5000)  # big enough that a save takes a while (~30 ms here)
     ws.save_indexes()
     ws.close()
     rng = random.Random(int(os.environ.get("RAG_CRASH_SEED", "5")))
     partial_left = 0
-    for _ in range(3):
+    for _ in range(TRIALS):
         proc = subprocess.Popen(
             [sys.executable, "-c", SAVER, str(settings.home), "", str(REPO)],
             stdout=subprocess.PIPE,
@@ -321,8 +323,8 @@ def test_a_writer_killed_mid_save_leaves_current_complete(sqlite_settings: Setti
                     time.sleep(0.005)
             current = snapshots.current_name(settings.index_dir)
             while proc.poll() is None:  # wait for the next folder to be started, then kill
-                started = [n for n in on_disk(settings) if n > str(current)]
-                if started and not (settings.index_dir / "snapshots" / started[0] / MANIFEST_FILE).exists():
+                if any(n > str(current) for n in on_disk(settings)):
+                    time.sleep(rng.uniform(0.0, 0.015))
                     break
                 time.sleep(0.001)
         finally:
@@ -331,12 +333,14 @@ def test_a_writer_killed_mid_save_leaves_current_complete(sqlite_settings: Setti
         assert proc.returncode == -9, proc.stderr.read() if proc.stderr else ""
         current = snapshots.current_name(settings.index_dir)
         assert current is not None
+        folder = snapshots.folder_of(settings.index_dir, current)
+        assert (folder / MANIFEST_FILE).exists() and (folder / snapshots.LEXICAL_DIR / MANIFEST_FILE).exists()
         partial_left += any(n > current for n in on_disk(settings))
         reader = Workspace(settings)
         assert reader.check_indexes().ok, reader.check_indexes().describe()
-        assert reader.vectors.count == len(reader.lexical) == 3000 and reader.loaded_snapshot == current
+        assert reader.vectors.count == len(reader.lexical) == 15000 and reader.loaded_snapshot == current
         reader.close()
-    print(f"\n{partial_left} of 3 kills left a partly written snapshot behind")
+    print(f"\n{partial_left} of {TRIALS} kills left a partly written snapshot behind")
     assert partial_left > 0, "no kill landed inside a save"
 
     writer = Workspace(settings)
