@@ -28,7 +28,7 @@ from api.deps import V1
 from api.metrics import HttpMetrics
 from api.middleware import ApiKeyAuth, BodyLimit
 from api.routes import api_router, health, web
-from api.schemas import MAX_JSON_BYTES, error_responses
+from api.schemas import MAX_ATTRIBUTE_JSON_BYTES, MAX_JSON_BYTES, error_responses
 from api.service import DATABASE_RETRY_AFTER_S, ClientDisconnected, Service, database_detail
 from rag.config import Settings
 from rag.core import Rag
@@ -67,7 +67,8 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         middleware=[  # outermost first
             Middleware(HttpMetrics, metrics=service.metrics),
             Middleware(ApiKeyAuth, keys=settings.api_key_list, prefix=V1),
-            Middleware(BodyLimit, upload_limit=upload_limit, json_limit=MAX_JSON_BYTES),
+            Middleware(BodyLimit, upload_limit=upload_limit, json_limit=MAX_JSON_BYTES,
+                       json_limits={f"{V1}/attribute": MAX_ATTRIBUTE_JSON_BYTES}),
         ],
     )
     app.state.service = service

@@ -50,15 +50,18 @@ class ApiKeyAuth:
 
 
 class BodyLimit:
-    """413 for request bodies over their limit: ``upload_limit`` bytes for multipart uploads, else
-    ``json_limit`` (a JSON body is parsed and validated on the event loop, so its size bounds how long
-    one request can hold it: 3.5 MB of unknown keys took 14 s). A declared Content-Length is refused up
-    front, and a chunked body is counted as it streams in."""
+    """413 for request bodies over their limit: ``upload_limit`` bytes for multipart uploads, else the
+    path's entry in ``json_limits`` or ``json_limit`` (a JSON body is parsed and validated on the event
+    loop, so its size bounds how long one request can hold it: 3.5 MB of unknown keys took 14 s). A
+    declared Content-Length is refused up front, and a chunked body is counted as it streams in."""
 
-    def __init__(self, app: ASGIApp, upload_limit: int, json_limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, upload_limit: int, json_limit: int, json_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.upload_limit = upload_limit
         self.json_limit = json_limit
+        self.json_limits = json_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,7 +69,7 @@ class BodyLimit:
             return
         headers = dict(scope["headers"])
         upload = headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")
-        limit = self.upload_limit if upload else self.json_limit
+        limit = self.upload_limit if upload else self.json_limits.get(scope["path"], self.json_limit)
         too_large = f"request body over the {limit:,}-byte limit"
         if upload:
             too_large += "; send smaller or fewer files"

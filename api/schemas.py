@@ -38,9 +38,12 @@ from rag.types import RetrievalMode, Source
 MAX_K = 50
 MAX_UNKNOWN_FIELDS = 8  # past this many, one error for them all
 MAX_CHUNK_IDS = 50
-# the largest valid body (attribute: question, answer and context at their limits, every character
-# JSON-escaped as a surrogate pair, 12 bytes) is ~290 KB
-MAX_JSON_BYTES = 512 * 1024
+# The largest valid body is an attribute call with question, answer and context at their limits and
+# every character JSON-escaped as a surrogate pair (12 bytes): ~290 KB. Every other body holds at
+# most a question and a path prefix (~100 KB so escaped); a tighter bound keeps what one request can
+# make the event loop parse small.
+MAX_JSON_BYTES = 128 * 1024
+MAX_ATTRIBUTE_JSON_BYTES = 512 * 1024
 
 
 def _clean_text(value: str) -> str:
