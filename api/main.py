@@ -33,6 +33,7 @@ from api.service import DATABASE_RETRY_AFTER_S, ClientDisconnected, Service, dat
 from rag.config import Settings
 from rag.core import Rag
 from rag.db import DATABASE_DOWN
+from rag.embedder_record import EmbedderMismatch
 from rag.readonly import ReadOnly
 from rag.types import BadInput
 
@@ -157,6 +158,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ReadOnly)
     async def read_only(_: Request, exc: ReadOnly) -> JSONResponse:
         """An upload or deletion on a read-only workspace: the service can still answer, not write."""
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(EmbedderMismatch)
+    async def embedder_mismatch(_: Request, exc: EmbedderMismatch) -> JSONResponse:
+        """503, not 409: nothing in the request is wrong, and no other request would do; the service's
+        own setting disagrees with its data until its operator acts (the detail says how). No
+        Retry-After: it does not pass by itself."""
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -66,6 +66,7 @@ from api.streaming import (
 from api.uploads import StoredUpload, store, upload_suffix
 from rag.core import Rag
 from rag.db import DATABASE_DOWN, DatabaseUnavailable, failure_reason
+from rag.embedder_record import EmbedderMismatch
 from rag.models import Document
 from rag.readonly import ReadOnly
 from rag.retrieve import Filters
@@ -102,6 +103,8 @@ def _failure(exc: Exception) -> tuple[int, Any] | None:
         return exc.status_code, exc.detail
     if isinstance(exc, DATABASE_DOWN):
         return 503, database_detail(exc)
+    if isinstance(exc, EmbedderMismatch):
+        return 503, str(exc)
     return None
 
 
@@ -170,7 +173,10 @@ class Service:
 
     def _warm_up(self) -> None:
         try:
-            self.rag.search("warm up", k=1)  # the embedder, the index and the database
+            try:
+                self.rag.search("warm up", k=1)  # the embedder, the index and the database
+            except EmbedderMismatch as exc:  # searches answer 503 with this line; answers need the rest
+                logger.warning("%s", exc)
             self.rag.load_generator()
         except Exception as exc:
             logger.exception("loading the models failed")

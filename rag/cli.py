@@ -21,13 +21,14 @@ def user_error(exc: Exception) -> tuple[str, int] | None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from rag.db import UNAVAILABLE_ERRORS, DatabaseUnavailable, failure_reason
+    from rag.embedder_record import EmbedderMismatch
     from rag.readonly import ReadOnly
     from rag.types import BadInput
     from rag.workspace import WorkspaceBusy
 
     if isinstance(exc, BadInput):
         return str(exc), 2
-    if isinstance(exc, DatabaseUnavailable | WorkspaceBusy | ReadOnly):
+    if isinstance(exc, DatabaseUnavailable | WorkspaceBusy | ReadOnly | EmbedderMismatch):
         return str(exc), 1
     if isinstance(exc, UNAVAILABLE_ERRORS) and isinstance(exc, SQLAlchemyError):
         return f"the database failed: {failure_reason(exc)}", 1
@@ -241,10 +242,44 @@ def index_check(home: HomeOpt = None, database_url: DbOpt = None) -> None:
 
 
 @index_app.command("rebuild")
-def index_rebuild(home: HomeOpt = None, database_url: DbOpt = None) -> None:
-    """Rebuild the index from the embeddings stored in SQL (no model needed)."""
-    count = open_rag(home, database_url).workspace.rebuild_indexes()
-    typer.echo(f"rebuilt the index: {count} chunks")
+def index_rebuild(
+    re_embed: Annotated[
+        bool,
+        typer.Option(
+            "--re-embed", help="embed every chunk again with RAG_EMBEDDER first (after changing it)"
+        ),
+    ] = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Rebuild the index from the embeddings stored in SQL (no model needed), or with --re-embed from
+    the chunk texts embedded again by the configured model."""
+    rag = open_rag(home, database_url)
+    if not re_embed:
+        count = rag.workspace.rebuild_indexes()
+        typer.echo(f"rebuilt the index: {count} chunks")
+        return
+    from rag.reembed import re_embed as run_re_embed
+
+    bar = None
+    progress = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(unit="chunk", file=sys.stderr, dynamic_ncols=True, desc="re-embedding")
+
+        def progress(done: int, total: int) -> None:
+            assert bar is not None
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    try:
+        count = run_re_embed(rag.workspace, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    typer.echo(f"re-embedded {count} chunks with '{rag.settings.embedder}' and rebuilt the index")
 
 
 @app.command()

@@ -97,6 +97,7 @@ class Rag:
         """Answer with citations and attribution; the answer is stored (see ``get_answer``) unless
         the database is read-only (``workspace.stores_answers``)."""
         question = check_text(question, "the question").strip()
+        self.workspace.check_embedder()  # before the generator loads: retrieval would refuse after it
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question)
         t0 = time.perf_counter()

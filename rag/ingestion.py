@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 
 from rag.chunking import Chunker, ChunkerConfig
 from rag.db import transaction
+from rag.embedder_record import claim
 from rag.loadworker import LoadWorker
 from rag.models import Chunk, Document, IngestRun, utcnow
 from rag.scan import ScannedFile, file_sha256, scan
@@ -131,6 +132,7 @@ class Ingestor:
     def __init__(self, workspace: Workspace) -> None:
         self.ws = workspace
         self._in_run: set[str] = set()  # paths this run scanned: an original among them is re-hashed
+        self._embedder_claimed = False  # this run's first stored chunks recorded the embedder
 
     @cached_property
     def chunker(self) -> Chunker:
@@ -152,6 +154,7 @@ class Ingestor:
             raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
         summary = IngestSummary()
         with self.ws.write_lock():
+            self.ws.check_embedder()  # before any chunk of another embedder's is added
             self._close_interrupted_runs()
             self.ws.reconcile()
             self._remove_stale_temp_files()
@@ -461,8 +464,11 @@ class Ingestor:
                 for i, c in enumerate(p.chunks)
             ]
             doc.chunks = rows
+            if not self._embedder_claimed:  # the one place chunks are written (a Ray run's too)
+                claim(s, self.ws.settings.embedder, int(vectors.shape[1]))
             s.flush()
             ids = np.array([r.id for r in rows], dtype=np.int64)
+        self._embedder_claimed = True
         self.ws.remove_from_indexes(removed)
         self.ws.add_to_indexes(ids, vectors, [c.text for c in p.chunks])
 

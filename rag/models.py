@@ -100,3 +100,13 @@ class AnswerRecord(Base):
     risk: Mapped[float] = mapped_column(Float)
     flagged: Mapped[bool] = mapped_column(Boolean)
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class WorkspaceMeta(Base):
+    """Facts about the workspace as a whole, one row per key: ``embedder`` and ``embedding_dim`` name
+    the model that made the stored embeddings (rag/embedder_record.py)."""
+
+    __tablename__ = "workspace_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

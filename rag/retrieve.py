@@ -45,6 +45,7 @@ class Retriever:
         if mode not in MODES:
             raise BadInput(f"unknown retrieval mode {mode!r}; choose from {', '.join(MODES)}")
         filters = filters or Filters()
+        self.ws.check_embedder()  # every mode compares the query with stored vectors (relevance)
         vector = self.ws.embedder.encode([query])[0]
         depth = candidate_depth(k) if mode == "hybrid" else k
         if mode != "lexical":

@@ -29,7 +29,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rag import ann, snapshots
+from rag import ann, embedder_record, snapshots
 from rag.config import Settings
 from rag.db import (
     UNAVAILABLE_ERRORS,
@@ -219,10 +219,16 @@ class Workspace:
         return self.embedder.dim
 
     # indexes -----------------------------------------------------------------------------------------
+    def check_embedder(self) -> None:
+        """Refuse, before any vector is used, when the configured embedder did not make the stored
+        embeddings (rag.embedder_record)."""
+        embedder_record.check(self.sessions, self.settings, can_write=self.db_read_only is None)
+
     def _load_snapshot(self) -> None:
         """Load the current snapshot, vectors and BM25 from the same folder, repair both to SQL, and
         swap them in together (the caller holds the write side of ``_indexes``). The snapshot stays
         leased until the next switch, so no writer collects it under this load."""
+        self.check_embedder()
         s = self.settings
         lease = snapshots.pin(s.index_dir)
         vi = VectorIndex.open(lease.folder, self.embedding_dim, s.embedder, s)
@@ -375,6 +381,7 @@ class Workspace:
 
     def rebuild_indexes(self) -> int:
         """Rebuild both indexes from SQL (stored embeddings and texts); returns the chunk count."""
+        self.check_embedder()
         with self.write_lock(), self._indexes.write():
             s = self.settings
             vi, lx = VectorIndex(s.index_dir, self.embedding_dim, s.embedder, s), LexicalIndex()
@@ -386,6 +393,7 @@ class Workspace:
     def check_indexes(self) -> IndexCheck:
         """Compare SQL with the current snapshot (what the next reader will load). An index never
         saved (a brand-new workspace) is the empty index: it agrees with an empty SQL."""
+        self.check_embedder()
         with self.sessions() as s:
             db_ids = chunk_ids(s)
         lease = snapshots.pin(self.settings.index_dir)
@@ -419,6 +427,7 @@ class Workspace:
     # documents ---------------------------------------------------------------------------------------
     def delete_document(self, document_id: int) -> bool:
         """Delete a document and its chunks from SQL, then from the in-memory indexes (callers save)."""
+        self.check_embedder()
         with self.write_lock(), transaction(self.sessions) as s:
             doc = s.get(Document, document_id)
             if doc is None:

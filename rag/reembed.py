@@ -1,0 +1,45 @@
+"""`rag index rebuild --re-embed`: embed every stored chunk again with the configured embedder.
+
+The way out after changing ``RAG_EMBEDDER`` on a workspace that has chunks (rag.embedder_record
+refuses to mix the two models). Chunk texts are kept in SQL, so no document is read again. The new
+vectors and the new record are written in one transaction: a run killed part-way leaves the old
+vectors and the old record, consistent with each other, and the old index still matches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import update
+
+from rag.db import transaction
+from rag.embedder_record import EmbedderRecord, write_record
+from rag.models import Chunk
+from rag.store import chunk_ids, chunk_texts
+from rag.workspace import Workspace
+
+BATCH_CHUNKS = 512  # texts read, embedded and written per step: the model is fastest on big batches
+
+ProgressFn = Callable[[int, int], None]  # (chunks done, chunks in all)
+
+
+def re_embed(ws: Workspace, progress: ProgressFn | None = None) -> int:
+    """Re-embed every chunk, record the configured embedder, rebuild both indexes from SQL; returns
+    the chunk count. Under the workspace write lock throughout."""
+    with ws.write_lock():
+        embedder = ws.embedder
+        with transaction(ws.sessions) as s:
+            ids = chunk_ids(s)
+            for start in range(0, len(ids), BATCH_CHUNKS):
+                pairs = chunk_texts(s, ids[start : start + BATCH_CHUNKS])
+                vectors = embedder.encode([text for _, text in pairs])
+                rows = [
+                    {"id": cid, "embedding": vector.tobytes()}
+                    for (cid, _), vector in zip(pairs, vectors, strict=True)
+                ]
+                if rows:
+                    s.execute(update(Chunk), rows)
+                if progress:
+                    progress(start + len(pairs), len(ids))
+            write_record(s, EmbedderRecord(ws.settings.embedder, embedder.dim))
+        return ws.rebuild_indexes()

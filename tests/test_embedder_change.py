@@ -1,0 +1,150 @@
+"""Changing RAG_EMBEDDER on a workspace with chunks: the stored vectors are another model's, so every
+command that compares vectors refuses in one line until `rag index rebuild --re-embed`; commands
+that need no vectors keep working. Real MiniLM, real FAISS, SQLite and PostgreSQL, and a real HTTP
+server for the REST status. The package carries one embedder: the second is the same model named by
+its folder, which counts as another embedder (names are compared as given)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import delete
+from typer.testing import CliRunner
+
+from api.main import create_app
+from api.testing import LiveServer
+from ingest.cli import ingest_command
+from rag.cli import app
+from rag.config import DEFAULT_EMBEDDER, Settings
+from rag.core import Rag
+from rag.db import transaction
+from rag.embedder_record import EmbedderRecord, read_record
+from rag.index import MANIFEST_FILE
+from rag.models import WorkspaceMeta
+from rag.resources import resolve_model_path
+from rag.workspace import Workspace
+from tests.docfactory import make_tree
+
+pytestmark = pytest.mark.slow  # loads the embedder
+
+app.command("ingest")(ingest_command)  # as rag.cli.main registers it
+
+FACTS = {
+    "bell-rock.md": "# Bell Rock\n\nThe Bell Rock light was first lit in 1811 on a reef off Angus.\n",
+    "eddystone.txt": "The fourth Eddystone tower, by John Smeaton, used dovetailed granite blocks.\n",
+}
+QUESTION = "Who built the tower with dovetailed granite?"
+OTHER = str(resolve_model_path(DEFAULT_EMBEDDER))  # the same weights under another name
+REFUSAL = (
+    f"error: this workspace's chunks were embedded with '{DEFAULT_EMBEDDER}' (384 dimensions) but "
+    f"RAG_EMBEDDER is '{OTHER}': set RAG_EMBEDDER back to '{DEFAULT_EMBEDDER}', or run "
+    f"'rag index rebuild --re-embed' to embed every chunk again with '{OTHER}'"
+)
+
+
+def rag_cli(settings: Settings, embedder: str, *args: str) -> tuple[int, str, str]:
+    """`rag ARGS` in-process, with RAG_EMBEDDER set as a user would; (exit code, stdout, stderr)."""
+    where = ["--home", str(settings.home), "--database-url", settings.db_url]
+    result = CliRunner().invoke(app, [*args, *where], env={"RAG_EMBEDDER": embedder})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.stderr
+    return result.exit_code, result.stdout, result.stderr.strip()
+
+
+def recorded(settings: Settings) -> EmbedderRecord | None:
+    ws = Workspace(settings)
+    try:
+        with ws.sessions() as s:
+            return read_record(s)
+    finally:
+        ws.engine.dispose()
+
+
+def forget_record(settings: Settings) -> None:
+    """Make the workspace look like one from before the record was kept."""
+    ws = Workspace(settings)
+    with transaction(ws.sessions) as s:
+        s.execute(delete(WorkspaceMeta))
+    ws.engine.dispose()
+
+
+@pytest.fixture
+def ingested(settings: Settings, tmp_path: Path) -> Path:
+    folder = make_tree(tmp_path / "docs", FACTS)
+    rag = Rag(settings)
+    assert rag.ingest([folder]).added == 2
+    rag.workspace.engine.dispose()
+    return folder
+
+
+def test_a_changed_embedder_is_refused_until_every_chunk_is_embedded_again(
+    settings: Settings, ingested: Path
+) -> None:
+    assert recorded(settings) == EmbedderRecord(DEFAULT_EMBEDDER, 384)
+    commands = [["search", QUESTION], ["ask", QUESTION], ["ingest", str(ingested)], ["index", "check"]]
+    for command in [*commands, ["index", "rebuild"], ["docs", "rm", "1"]]:
+        assert rag_cli(settings, OTHER, *command)[::2] == (1, REFUSAL), command
+    assert recorded(settings) == EmbedderRecord(DEFAULT_EMBEDDER, 384)  # the refused ingest wrote nothing
+
+    code, listed, _ = rag_cli(settings, OTHER, "docs", "list")  # needs no vectors
+    assert code == 0 and "2 documents" in listed
+
+    code, out, err = rag_cli(settings, OTHER, "index", "rebuild", "--re-embed")
+    assert code == 0, err
+    assert out.strip().startswith("re-embedded ") and f"with '{OTHER}'" in out
+    assert recorded(settings) == EmbedderRecord(OTHER, 384)
+    code, found, err = rag_cli(settings, OTHER, "search", QUESTION, "--k", "1")
+    assert code == 0 and "eddystone.txt" in found, err
+    code, checked, _ = rag_cli(settings, OTHER, "index", "check")
+    assert code == 0 and checked.startswith("ok: ")
+
+    back = rag_cli(settings, DEFAULT_EMBEDDER, "search", QUESTION)  # the old name is now the other one
+    assert back[0] == 1 and f"embedded with '{OTHER}'" in back[2]
+
+
+def test_the_service_answers_503_with_the_line_and_still_lists_documents(
+    sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    """503, not a 4xx: the request is fine; the service's own setting disagrees with its data."""
+    folder = make_tree(tmp_path / "docs", FACTS)
+    Rag(sqlite_settings).ingest([folder])
+    other = sqlite_settings.model_copy(update={"embedder": OTHER})
+    server = LiveServer(create_app(other, load_models=False))
+    with server as url, httpx.Client(base_url=url, timeout=120) as http:
+        found = http.post("/v1/search", json={"query": QUESTION})
+        assert (found.status_code, found.json()) == (503, {"detail": REFUSAL.removeprefix("error: ")})
+        listed = http.get("/v1/documents")
+        assert listed.status_code == 200 and len(listed.json()["documents"]) == 2
+
+
+def test_a_workspace_from_before_the_record_adopts_its_index_manifests_model(
+    settings: Settings, ingested: Path
+) -> None:
+    forget_record(settings)
+    assert rag_cli(settings, OTHER, "search", QUESTION)[::2] == (1, REFUSAL)
+    assert recorded(settings) == EmbedderRecord(DEFAULT_EMBEDDER, 384)  # adopted, and written down
+
+
+def test_a_workspace_from_before_the_record_without_a_manifest_adopts_the_configured_one(
+    settings: Settings, ingested: Path
+) -> None:
+    forget_record(settings)
+    (settings.index_dir / MANIFEST_FILE).unlink()
+    code, found, err = rag_cli(settings, OTHER, "search", QUESTION, "--k", "1")
+    assert code == 0 and "eddystone.txt" in found, err
+    assert recorded(settings) == EmbedderRecord(OTHER, 384)
+
+
+def test_a_workspace_whose_chunks_are_all_gone_takes_the_new_embedder(
+    settings: Settings, ingested: Path
+) -> None:
+    """No chunk left: nothing to mix up, so the next ingest records its own embedder."""
+    rag = Rag(settings)
+    for doc in rag.documents():
+        rag.delete_document(doc.id)
+    rag.workspace.engine.dispose()
+    code, _, err = rag_cli(settings, OTHER, "ingest", str(ingested))
+    assert code == 0, err
+    assert recorded(settings) == EmbedderRecord(OTHER, 384)
