@@ -107,14 +107,20 @@ def test_a_changed_embedder_is_refused_until_every_chunk_is_embedded_again(
 def test_the_service_answers_503_with_the_line_and_still_lists_documents(
     sqlite_settings: Settings, tmp_path: Path
 ) -> None:
-    """503, not a 4xx: the request is fine; the service's own setting disagrees with its data."""
+    """Search, upload and deletion: 503, not a 4xx: the request is fine; the service's own setting
+    disagrees with its data."""
     folder = make_tree(tmp_path / "docs", FACTS)
     Rag(sqlite_settings).ingest([folder])
     other = sqlite_settings.model_copy(update={"embedder": OTHER})
     server = LiveServer(create_app(other, load_models=False))
     with server as url, httpx.Client(base_url=url, timeout=120) as http:
+        refused = (503, {"detail": REFUSAL.removeprefix("error: ")})
         found = http.post("/v1/search", json={"query": QUESTION})
-        assert (found.status_code, found.json()) == (503, {"detail": REFUSAL.removeprefix("error: ")})
+        assert (found.status_code, found.json()) == refused
+        upload = http.post("/v1/documents", files={"file": ("new.md", b"A third document.\n")})
+        assert (upload.status_code, upload.json()) == refused
+        deleted = http.delete("/v1/documents/1")
+        assert (deleted.status_code, deleted.json()) == refused
         listed = http.get("/v1/documents")
         assert listed.status_code == 200 and len(listed.json()["documents"]) == 2
 
