@@ -57,7 +57,7 @@ class Document(Base):
 
 class Chunk(Base):
     """A span of a document's extracted text; ``id`` is also its FAISS id. Keeps its embedding so the
-    vector index can be rebuilt without the model."""
+    vector index can be rebuilt without the model (the one ``WorkspaceMeta`` names)."""
 
     __tablename__ = "chunks"
 

@@ -6,6 +6,7 @@ its folder, which counts as another embedder (names are compared as given)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,6 @@ from rag.config import DEFAULT_EMBEDDER, Settings
 from rag.core import Rag
 from rag.db import transaction
 from rag.embedder_record import EmbedderRecord, read_record
-from rag.index import MANIFEST_FILE
 from rag.models import WorkspaceMeta
 from rag.resources import resolve_model_path
 from rag.workspace import Workspace
@@ -137,7 +137,7 @@ def test_a_workspace_from_before_the_record_without_a_manifest_adopts_the_config
     settings: Settings, ingested: Path
 ) -> None:
     forget_record(settings)
-    (settings.index_dir / MANIFEST_FILE).unlink()
+    shutil.rmtree(settings.index_dir)  # no saved index, so no manifest naming a model
     code, found, err = rag_cli(settings, OTHER, "search", QUESTION, "--k", "1")
     assert code == 0 and "eddystone.txt" in found, err
     assert recorded(settings) == EmbedderRecord(OTHER, 384)
