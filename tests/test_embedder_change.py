@@ -7,11 +7,14 @@ its folder, which counts as another embedder (names are compared as given)."""
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, select, update
 from typer.testing import CliRunner
 
 from api.main import create_app
@@ -22,10 +25,11 @@ from rag.config import DEFAULT_EMBEDDER, Settings
 from rag.core import Rag
 from rag.db import transaction
 from rag.embedder_record import EmbedderRecord, read_record
-from rag.models import WorkspaceMeta
+from rag.models import Chunk, WorkspaceMeta
 from rag.resources import resolve_model_path
 from rag.workspace import Workspace
 from tests.docfactory import make_tree
+from tests.procs import cli_env
 
 pytestmark = pytest.mark.slow  # loads the embedder
 
@@ -154,3 +158,39 @@ def test_a_workspace_whose_chunks_are_all_gone_takes_the_new_embedder(
     code, _, err = rag_cli(settings, OTHER, "ingest", str(ingested))
     assert code == 0, err
     assert recorded(settings) == EmbedderRecord(OTHER, 384)
+
+
+_KILLED_RE_EMBED = """
+import os, signal, sys
+from rag.config import Settings
+from rag.reembed import re_embed
+from rag.workspace import Workspace
+
+ws = Workspace(Settings(home=sys.argv[1], database_url=sys.argv[2], embedder=sys.argv[3]))
+re_embed(ws, lambda done, total: os.kill(os.getpid(), signal.SIGKILL))  # after the first batch's writes
+"""
+
+
+def test_a_re_embed_killed_part_way_leaves_the_old_vectors_and_record(
+    settings: Settings, ingested: Path
+) -> None:
+    """The stored vectors are first set to zeros, so that vectors written by the killed run (the same
+    weights make the same vectors) would show."""
+    ws = Workspace(settings)
+    with transaction(ws.sessions) as s:
+        s.execute(update(Chunk).values(embedding=bytes(4 * 384)))
+    ws.engine.dispose()
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_RE_EMBED, str(settings.home), settings.db_url, OTHER],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert recorded(settings) == EmbedderRecord(DEFAULT_EMBEDDER, 384)
+    ws = Workspace(settings)
+    with ws.sessions() as s:
+        assert set(s.scalars(select(Chunk.embedding))) == {bytes(4 * 384)}
+    ws.engine.dispose()
