@@ -93,9 +93,11 @@ class Rag:
         on_token: Callable[[str], None] | None = None,
         on_generation: Callable[[Generation], None] | None = None,
         mode: str | None = None,
+        guided: bool | None = None,
     ) -> Answer:
         """Answer with citations and attribution; the answer is stored (see ``get_answer``) unless
-        the database is read-only (``workspace.stores_answers``)."""
+        the database is read-only (``workspace.stores_answers``). ``guided``: Lookback Lens guided
+        decoding (rag.guided); None takes settings.guided."""
         question = check_text(question, "the question").strip()
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question)
@@ -105,7 +107,7 @@ class Rag:
         sources = found.focused(self.settings.context_score_ratio)
         if on_sources:
             on_sources(sources)
-        return pipeline.run(question, sources, found.relevance, retrieve_ms, on_token, on_generation)
+        return pipeline.run(question, sources, found.relevance, retrieve_ms, on_token, on_generation, guided)
 
     def attribute(
         self, question: str, answer: str, context: str | None = None, chunk_ids: list[int] | None = None

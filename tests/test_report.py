@@ -86,7 +86,7 @@ def make_answer(question: str = "How many vacation days do new employees get?", 
         question=question,
         answer=text,
         created_at="2025-03-14T09:26:53+00:00",
-        model={"generator": "SmolLM2-135M-Instruct", "embedder": "all-MiniLM-L6-v2"},
+        model={"generator": "SmolLM2-135M-Instruct", "embedder": "all-MiniLM-L6-v2", "decoding": "greedy"},
         sources=[
             # out of rank order on purpose: cards (and [n]) follow rank
             source(2, 205, "hr/faq/benefits-faq.pdf", "Benefits FAQ", texts["faq"], 0.74, 0.29),
