@@ -229,6 +229,16 @@ def test_header_shows_question_models_time_timings_and_risk_badge() -> None:
     assert "Attention sink: 41%" in footer and "first token" in footer
 
 
+def test_the_header_says_how_the_answer_was_decoded_and_older_answers_were_greedy() -> None:
+    answer = make_answer()
+    answer.model["decoding"] = "guided"
+    (dd,) = tree(render_html(answer)).xpath("//dl[@class='meta']//dt[text()='decoding']/../dd")
+    assert dd.text == "guided"
+    report = answer.to_dict()
+    del report["model"]["decoding"]  # stored before answers said how they were decoded
+    assert Answer.from_report(report).model["decoding"] == "greedy"
+
+
 def test_each_sentence_is_tinted_with_its_risk_class() -> None:
     answer = make_answer()
     doc = tree(render_html(answer))
