@@ -130,6 +130,10 @@ class AskRequest(_Request):
     stream: bool = Field(
         False, description="server-sent events: `sources`, `token`…, then `done` with the full Answer"
     )
+    guided: bool | None = Field(
+        None, description="guided decoding: by steps, each the least risky of a few sampled candidates "
+        "(slower); default from the settings. The answer's model.decoding says which was used"
+    )
 
 
 class AttributeRequest(_Request):

@@ -291,6 +291,7 @@ class Service:
             on_token=on_token,
             on_generation=self.metrics.observe_generation,
             mode=req.mode,
+            guided=req.guided,
         )
         self.metrics.generator_loaded.set(1)
         self.metrics.observe_answer(answer)

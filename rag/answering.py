@@ -15,6 +15,7 @@ from rag.config import Settings
 from rag.db import transaction
 from rag.detect import Detector
 from rag.generate import Generation, Generator
+from rag.guided import guided_generate
 from rag.models import AnswerRecord
 from rag.types import Answer, Attribution, Evidence, Hallucination, Models, Source, Timings
 from rag.workspace import Workspace
@@ -75,12 +76,16 @@ class AnswerPipeline:
         retrieve_ms: float,
         on_token: Callable[[str], None] | None = None,
         on_generation: Callable[[Generation], None] | None = None,
+        guided: bool | None = None,
     ) -> Answer:
         """Answer from already-retrieved sources; ``relevance`` is the best dense similarity.
-        ``on_generation`` sees the raw draft with its masses (evaluation keeps its features)."""
+        ``on_generation`` sees the raw draft with its masses (evaluation keeps its features).
+        ``guided`` (default: the setting) decodes with `rag.guided`, alone, outside any batch."""
         started = time.perf_counter()
         timings = Timings(retrieve_ms=retrieve_ms)
-        model = Models(generator=self.generator.name, embedder=self.settings.embedder)
+        guided = self.settings.guided if guided is None else guided
+        model = Models(generator=self.generator.name, embedder=self.settings.embedder,
+                       decoding="guided" if guided else "greedy")
         if not sources or relevance < self.settings.min_relevance:
             if on_token:
                 on_token(NO_SOURCES)
@@ -89,7 +94,8 @@ class AnswerPipeline:
             answer.answer_kind = "refusal"
             answer.hallucination = Hallucination(0.0, False, method, self.detector.threshold)
         else:
-            generation = self.decode(question, sources, on_token=on_token)
+            generation = (self._guided(question, sources, on_token) if guided
+                          else self.decode(question, sources, on_token=on_token))
             if on_generation:
                 on_generation(generation)
             timings.prefill_ms, timings.decode_ms = generation.prefill_ms, generation.decode_ms
@@ -113,6 +119,14 @@ class AnswerPipeline:
         if self.ws.stores_answers:  # a read-only database: answered, but not kept
             self.store(answer)
         return answer
+
+    def _guided(
+        self, question: str, sources: list[Source], on_token: Callable[[str], None] | None
+    ) -> Generation:
+        s = self.settings
+        return guided_generate(self.generator, self.detector, question, sources,
+                               candidates=s.guided_candidates, step_tokens=s.guided_step_tokens,
+                               on_token=on_token)
 
     def _answer(
         self,

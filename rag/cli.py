@@ -118,6 +118,8 @@ def ask(
     k: Annotated[int | None, typer.Option("--k", min=1, max=50, help="sources to retrieve")] = None,
     path_prefix: Annotated[str | None, typer.Option(help="only documents under this path")] = None,
     doc_type: Annotated[str | None, typer.Option(help="only this type: pdf, md, html, ...")] = None,
+    guided: Annotated[bool, typer.Option("--guided", help="guided decoding: by steps, each the least "
+                                         "risky of a few candidates (slower; RAG_GUIDED=1)")] = False,
     as_json: JsonOpt = False,
     home: HomeOpt = None,
     database_url: DbOpt = None,
@@ -139,6 +141,7 @@ def ask(
         k,
         Filters(path_prefix, doc_type),
         on_token=(lambda t: typer.echo(t, nl=False)) if stream else None,
+        guided=guided or None,
     )
     if as_json:
         print_json(answer.to_dict())

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     # > 1: concurrent asks are decoded together, up to this many per forward (rag/batching.py)
     batch_max: int = Field(1, ge=1, le=64, description="asks decoded in one batch; 1 decodes each alone")
     max_new_tokens: int = Field(160, ge=1, le=2048)
+    # Lookback Lens guided decoding (rag/guided.py). Off: on 20 SQuAD val questions (bench guided, 3 x 8,
+    # the 0.5B default) it kept 15 answers as greedy, useful 6/12 -> 5/12, bad 9/17 -> 9/16, 1.5x the time
+    guided: bool = Field(False, description="decode by steps, keeping the least risky of a few candidates")
+    guided_candidates: int = Field(3, ge=1, le=16, description="continuations tried per guided step")
+    guided_step_tokens: int = Field(8, ge=1, le=256, description="tokens per guided step")
     max_context_tokens: int = Field(1400, description="budget for retrieved chunks in the prompt")
     min_relevance: float = Field(0.25, description="dense cosine below which retrieval found nothing")
     # None: the detector file's own, calibrated on the generator's answers (rag eval train-detector)

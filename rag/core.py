@@ -93,9 +93,11 @@ class Rag:
         on_token: Callable[[str], None] | None = None,
         on_generation: Callable[[Generation], None] | None = None,
         mode: str | None = None,
+        guided: bool | None = None,
     ) -> Answer:
         """Answer with citations and attribution; the answer is stored (see ``get_answer``) unless
-        the database is read-only (``workspace.stores_answers``)."""
+        the database is read-only (``workspace.stores_answers``). ``guided``: Lookback Lens guided
+        decoding (rag.guided); None takes settings.guided."""
         question = check_text(question, "the question").strip()
         self.workspace.check_embedder()  # before the generator loads: retrieval would refuse after it
         pipeline = self.load_generator()
@@ -106,7 +108,7 @@ class Rag:
         sources = found.focused(self.settings.context_score_ratio)
         if on_sources:
             on_sources(sources)
-        return pipeline.run(question, sources, found.relevance, retrieve_ms, on_token, on_generation)
+        return pipeline.run(question, sources, found.relevance, retrieve_ms, on_token, on_generation, guided)
 
     def attribute(
         self, question: str, answer: str, context: str | None = None, chunk_ids: list[int] | None = None

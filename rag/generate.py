@@ -151,9 +151,9 @@ class Decoding:
         self.step = -1  # index of the answer token `token` is
         self.stop_reason = "length"
 
-    def accept(self, logits: torch.Tensor) -> None:
-        """Take the greedy token from one position's logits (V,)."""
-        self.token = int(logits.argmax())
+    def accept(self, logits: torch.Tensor, token: int | None = None) -> None:
+        """Take `token` (default: the greedy one) as the next, from one position's logits (V,)."""
+        self.token = int(logits.argmax()) if token is None else token
         self.logprobs.append(_logprob(logits, self.token))
         self.step += 1
 
@@ -508,8 +508,12 @@ class Generator:
         decoding = self.start(question, sources, max_new_tokens=max_new_tokens,
                               use_prefix_cache=use_prefix_cache)
         while decoding.advance(on_token):
-            decoding.accept(self._forward(decoding.next_ids(), decoding.cache, decoding.reducer))
+            decoding.accept(self.step(decoding))
         return decoding.finish(on_token)
+
+    def step(self, decoding: Decoding) -> torch.Tensor:
+        """One forward of a decoding's pending token alone: the next token's logits (V,)."""
+        return self._forward(decoding.next_ids(), decoding.cache, decoding.reducer)
 
     @torch.inference_mode()
     def start(
@@ -522,6 +526,23 @@ class Generator:
     ) -> Decoding:
         """Prefill: the request's cache, its attention buffers and its first token, ready to decode
         one token per forward (`Generator.generate` alone, `rag.batching` with other requests)."""
+        decoding, logits = self.begin(question, sources, max_new_tokens=max_new_tokens,
+                                      use_prefix_cache=use_prefix_cache)
+        decoding.accept(logits)
+        decoding.prefill_ms = (time.perf_counter() - decoding.started) * 1000
+        return decoding
+
+    @torch.inference_mode()
+    def begin(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        max_new_tokens: int | None = None,
+        use_prefix_cache: bool = True,
+    ) -> tuple[Decoding, torch.Tensor]:
+        """`start` before its first token is chosen: the decoding and the first token's logits (V,),
+        for callers that choose tokens otherwise (`rag.guided` samples them)."""
         prompt = self.build_prompt(question, sources)
         if not use_prefix_cache:
             prompt = replace(prompt, prefix_len=0, units=())
@@ -539,9 +560,7 @@ class Generator:
         self._check_reduced(reducer)
         decoding = Decoding(prompt, n_new, cache, reducer, features, token_masses,
                             TextStream(self.tokenizer, self.stop_strings), self.eos_ids, encoded, t0)
-        decoding.accept(logits)
-        decoding.prefill_ms = (time.perf_counter() - t0) * 1000
-        return decoding
+        return decoding, logits
 
     def teacher_force(self, question: str, sources: Sequence[Source], answer_text: str) -> Generation:
         """The same attention masses for an answer written elsewhere (see `teacher_force_many`)."""

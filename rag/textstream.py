@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,12 @@ class TextStream:
         self.raw = ""
         self.cut: int | None = None  # where a stop string began
         self.emitted = 0
+
+    def copy(self) -> TextStream:
+        """An independent stream in the same state (a branch that may be dropped)."""
+        twin = copy.copy(self)
+        twin.ids, twin.ends = list(self.ids), list(self.ends)
+        return twin
 
     def push(self, token_id: int) -> str:
         """Add a token; return the newly safe text (possibly empty)."""

@@ -155,9 +155,14 @@ class Attribution:
         return asdict(self)
 
 
+Decoding = Literal["greedy", "guided"]
+"""Greedy, or guided: by steps, each the least risky of a few candidates (rag.guided)."""
+
+
 class Models(TypedDict):
     generator: str
     embedder: str
+    decoding: Decoding
 
 
 @dataclass
@@ -184,9 +189,10 @@ class Answer:
     @classmethod
     def from_report(cls, report: dict[str, Any]) -> Answer:
         """A stored answer (``to_dict``), validated: older ones lack answer_kind (an abstention then
-        was a refusal)."""
+        was a refusal) and the decoding (then always greedy)."""
         kind = "refusal" if report.get("abstained") else "generated"
-        return ANSWER.validate_python({"answer_kind": kind, **report})
+        model = {"decoding": "greedy", **report.get("model", {})}
+        return ANSWER.validate_python({"answer_kind": kind, **report, "model": model})
 
 
 ANSWER: TypeAdapter[Answer] = TypeAdapter(Answer)

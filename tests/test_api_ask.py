@@ -92,7 +92,8 @@ def test_ask_returns_an_answer_with_sources_and_timings(pharos: dict[str, Any]) 
     assert set(pharos) >= {"hallucination", "timings"}
     assert pharos["question"] == PHAROS and pharos["answer"].strip()
     assert pharos["sources"] and pharos["sources"][0]["path"].endswith("history-of-lighthouses.md")
-    assert set(pharos["model"]) == {"generator", "embedder"}
+    assert set(pharos["model"]) == {"generator", "embedder", "decoding"}
+    assert pharos["model"]["decoding"] == "greedy"
     assert set(pharos["timings"]) == {"retrieve_ms", "prefill_ms", "decode_ms", "attribute_ms", "total_ms"}
     assert set(pharos["hallucination"]) == {"risk", "flagged", "method", "threshold"}
     if not pharos["abstained"]:
@@ -106,6 +107,16 @@ def test_a_stored_answer_and_its_report_can_be_fetched(client: httpx.Client, pha
     report = client.get(f"/v1/answers/{pharos['id']}/report")
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
     assert "<html" in report.text.lower() and "Pharos" in report.text
+
+
+def test_a_guided_ask_is_answered_and_stored_as_guided(client: httpx.Client) -> None:
+    r = client.post("/v1/ask", json={"question": PHAROS, "guided": True})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["model"]["decoding"] == "guided" and answer["answer"].strip()
+    assert client.get(f"/v1/answers/{answer['id']}").json() == answer
+    wrong = client.post("/v1/ask", json={"question": PHAROS, "guided": "yes"})  # strict: a bool or null
+    assert wrong.status_code == 422 and "guided" in wrong.text
 
 
 def test_stream_sends_sources_then_tokens_then_the_answer(client: httpx.Client) -> None:

@@ -86,7 +86,7 @@ def make_answer(question: str = "How many vacation days do new employees get?", 
         question=question,
         answer=text,
         created_at="2025-03-14T09:26:53+00:00",
-        model={"generator": "SmolLM2-135M-Instruct", "embedder": "all-MiniLM-L6-v2"},
+        model={"generator": "SmolLM2-135M-Instruct", "embedder": "all-MiniLM-L6-v2", "decoding": "greedy"},
         sources=[
             # out of rank order on purpose: cards (and [n]) follow rank
             source(2, 205, "hr/faq/benefits-faq.pdf", "Benefits FAQ", texts["faq"], 0.74, 0.29),
@@ -227,6 +227,16 @@ def test_header_shows_question_models_time_timings_and_risk_badge() -> None:
     assert not doc.xpath("//div[@class='notice']")  # not abstained
     footer = " ".join(doc.xpath("string(//footer)").split())
     assert "Attention sink: 41%" in footer and "first token" in footer
+
+
+def test_the_header_says_how_the_answer_was_decoded_and_older_answers_were_greedy() -> None:
+    answer = make_answer()
+    answer.model["decoding"] = "guided"
+    (dd,) = tree(render_html(answer)).xpath("//dl[@class='meta']//dt[text()='decoding']/../dd")
+    assert dd.text == "guided"
+    report = answer.to_dict()
+    del report["model"]["decoding"]  # stored before answers said how they were decoded
+    assert Answer.from_report(report).model["decoding"] == "greedy"
 
 
 def test_each_sentence_is_tinted_with_its_risk_class() -> None:
