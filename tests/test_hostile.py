@@ -146,11 +146,12 @@ def test_a_folder_of_hostile_files_ingests_the_good_and_explains_the_bad(
 def test_a_file_over_the_time_limit_is_stopped_and_the_run_goes_on(
     sqlite_settings: Settings, tmp_path: Path
 ) -> None:
-    """A big but legitimate PDF (1,000 pages, seconds to parse) against a 0.5 s limit: its parser is
-    killed, a fresh one takes the next files. (How soon the limit bites is timed in the next test.)"""
+    """A big but legitimate PDF (6,000 pages, ~2.7 s to parse on an idle core) against a 0.5 s limit: its
+    parser is killed, a fresh one takes the next files. (How soon the limit bites is timed in the next
+    test.)"""
     root = tmp_path / "docs"
     root.mkdir()
-    df.make_pdf(root / "b-almanac.pdf", [f"Page {i}: tide table for day {i}. " * 8 for i in range(1000)])
+    df.make_pdf(root / "b-almanac.pdf", [f"Page {i}: tide table for day {i}. " * 8 for i in range(6000)])
     for name in ("a-first.md", "c-after.md", "d-last.txt"):
         df.make_document(root / name, f"The {name} note about the Lizard light.")
     settings = sqlite_settings.model_copy(update={"file_timeout_s": 0.5})
@@ -271,7 +272,9 @@ def test_the_limit_and_an_interrupt_end_a_wait_on_a_slow_file(tmp_path: Path) ->
     """The time limit bites on time, however loaded the machine; and what a Ctrl-C during ingest
     relies on: another thread kills the worker, the waiting ``load`` returns at once with a reason.
     Either way the next file gets a fresh worker."""
-    slow = df.make_pdf(tmp_path / "almanac.pdf", [f"Day {i}: high water at noon. " * 8 for i in range(1000)])
+    # ~2.7 s of parsing on an idle core: 1,000 pages (0.45 s) once finished inside the 0.5 s limit
+    days = [f"Day {i}: high water at noon. " * 8 for i in range(6000)]
+    slow = df.make_pdf(tmp_path / "almanac.pdf", days)
     quick = df.make_document(tmp_path / "quick.md", "Start Point light, Devon.")
     with LoadWorker(timeout_s=0.5) as worker:
         worker.start()
