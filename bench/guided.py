@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import defaultdict
 from typing import Any
 
 import torch
 
 from bench.common import SHARED_DATA, report
-from bench.parallel import sources_for
+from bench.parallel import paragraphs_by_article, sources_for
 from rag.answering import declined
 from rag.attribution import attribute
 from rag.config import Settings
 from rag.detect import Detector
-from rag.evaluation.detect_data import squad_rows
 from rag.evaluation.metrics import contains_answer
 from rag.evaluation.squad import own_label, sample_questions
 from rag.generate import Generation, Generator
@@ -44,10 +42,7 @@ MODES = ("greedy", "guided")
 def measure(n: int = 20, candidates: int = 3, step_tokens: int = 8, seed: int = 0) -> dict[str, Any]:
     generator = Generator.load(Settings())
     detector = Detector.for_generator(generator.name)
-    paragraphs: dict[str, list[str]] = defaultdict(list)
-    for r in squad_rows(SQUAD):
-        if r["context"] not in paragraphs[r["title"]]:
-            paragraphs[r["title"]].append(r["context"])
+    paragraphs = paragraphs_by_article()
     rows = sample_questions(SQUAD, n, seed, split="val")
     generator.generate("Warm up?", sources_for(rows[0], paragraphs, seed), max_new_tokens=2)
 

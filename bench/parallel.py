@@ -39,6 +39,15 @@ K = 4
 SQUAD = SHARED_DATA / "squad_v2_dev" / "dev_flat.jsonl"
 
 
+def paragraphs_by_article() -> dict[str, list[str]]:
+    """Every SQuAD dev paragraph, grouped by article title: where ``sources_for`` draws distractors."""
+    paragraphs: dict[str, list[str]] = defaultdict(list)
+    for r in squad_rows(SQUAD):
+        if r["context"] not in paragraphs[r["title"]]:
+            paragraphs[r["title"]].append(r["context"])
+    return paragraphs
+
+
 def sources_for(row: dict[str, Any], paragraphs: dict[str, list[str]], seed: int) -> list[Source]:
     """The question's paragraph and K - 1 others of its article, shuffled."""
     rng = random.Random(f"{seed}:{row['id']}")
@@ -58,10 +67,7 @@ def measure(settings: Settings | None = None, *, n: int = 40, seed: int = 0) -> 
     parallel = Generator(full.model, full.tokenizer, name=full.name, max_new_tokens=48,
                          max_context_tokens=full.max_context_tokens, prefill="parallel")
     detector = Detector.for_generator(full.name)
-    paragraphs: dict[str, list[str]] = defaultdict(list)
-    for r in squad_rows(SQUAD):
-        if r["context"] not in paragraphs[r["title"]]:
-            paragraphs[r["title"]].append(r["context"])
+    paragraphs = paragraphs_by_article()
     rows = sample_questions(SQUAD, n, seed, split="val")
 
     per: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in ("full", "parallel")}
