@@ -10,7 +10,6 @@ given: the same model as a package spec and as a local path counts as two embedd
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rag import snapshots
 from rag.config import Settings
 from rag.db import transaction
-from rag.index import MANIFEST_FILE
+from rag.index import read_manifest
 from rag.models import Chunk, WorkspaceMeta
 
 NAME_KEY = "embedder"
@@ -78,11 +77,8 @@ def stored_dim(session: Session) -> int | None:
 
 def saved_index_model(index_dir: Path) -> str | None:
     """The model named by the current snapshot's vector manifest (or the old flat layout's), if any."""
-    try:
-        manifest = json.loads((snapshots.current_folder(index_dir) / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    model = manifest.get("model") if isinstance(manifest, dict) else None
+    manifest = read_manifest(snapshots.current_folder(index_dir)) or {}
+    model = manifest.get("model")
     return model if isinstance(model, str) else None
 
 

@@ -62,6 +62,16 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    """The vector manifest saved in ``directory`` (a snapshot folder), or None when it is missing or
+    unreadable."""
+    try:
+        data = json.loads((directory / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class VectorIndex:
     """A FAISS ``IndexIDMap2`` plus the manifest that says what it should contain."""
 
@@ -102,11 +112,7 @@ class VectorIndex:
         return vi
 
     def read_manifest(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.manifest_path.read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return read_manifest(self.directory)
 
     @property
     def count(self) -> int:

@@ -11,7 +11,6 @@ ingest in the same process changes the indexes under the write side of the same 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import sys
 import threading
@@ -40,7 +39,7 @@ from rag.db import (
     transaction,
     unavailable,
 )
-from rag.index import INDEX_FILE, MANIFEST_FILE, VectorIndex, ids_checksum
+from rag.index import INDEX_FILE, MANIFEST_FILE, VectorIndex, ids_checksum, read_manifest
 from rag.lexical import LexicalIndex, LexicalIndexError
 from rag.models import Document
 from rag.readonly import ReadOnly, writable
@@ -209,12 +208,11 @@ class Workspace:
     @cached_property
     def embedding_dim(self) -> int:
         """From the saved manifest when it was made by the configured model: no model load needed."""
+        manifest = read_manifest(snapshots.current_folder(self.settings.index_dir)) or {}
         try:
-            folder = snapshots.current_folder(self.settings.index_dir)
-            manifest = json.loads((folder / MANIFEST_FILE).read_text())
             if manifest.get("model") == self.settings.embedder:
                 return int(manifest["dim"])
-        except (OSError, ValueError, KeyError):
+        except (ValueError, KeyError):
             pass
         return self.embedder.dim
 
@@ -310,10 +308,8 @@ class Workspace:
 
     def _matches(self, name: str, checksum: str) -> bool:
         """Whether snapshot ``name`` says it holds the chunks ``checksum`` names, in both indexes."""
-        try:
-            folder = snapshots.folder_of(self.settings.index_dir, name)
-            manifest = json.loads((folder / MANIFEST_FILE).read_text())
-        except (OSError, ValueError):
+        manifest = read_manifest(snapshots.folder_of(self.settings.index_dir, name))
+        if manifest is None:
             return False
         lexical = manifest.get("lexical")
         return (
