@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rag.cli_common import DbOpt, HomeOpt, JsonOpt, fail, open_rag, print_json
+from rag.cli_common import DbOpt, HomeOpt, JsonOpt, fail, open_rag, print_json, progress_bar
 
 
 def bare_ray_flag(argv: list[str]) -> list[str]:
@@ -47,28 +46,12 @@ def ingest_command(
     Unreadable files are reported and skipped, and so is a file with the same content as a document
     already ingested under another path; the exit code is 0 when the run completed."""
     rag = open_rag(home, database_url)
-    bar = None
-    progress = None
-    if not as_json and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(unit="file", file=sys.stderr, dynamic_ncols=True)
-
-        def progress(done: int, total: int, path: str) -> None:
-            assert bar is not None
-            bar.total = total
-            bar.n = done
-            bar.set_postfix_str(Path(path).name[-40:] if path else "", refresh=False)
-            bar.refresh()
-
     try:
-        summary = rag.ingest(paths, include, exclude, progress, ray or rag.settings.ray_address)
+        with progress_bar("file", show=not as_json) as progress:
+            summary = rag.ingest(paths, include, exclude, progress, ray or rag.settings.ray_address)
     except FileNotFoundError as exc:
         fail(str(exc), 2)
         return
-    finally:
-        if bar is not None:
-            bar.close()
     if as_json:
         print_json(summary.to_dict())
         return

@@ -12,7 +12,17 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from rag.cli_common import DbOpt, HomeOpt, JsonOpt, ModeOpt, fail, open_rag, print_json, settings_from
+from rag.cli_common import (
+    DbOpt,
+    HomeOpt,
+    JsonOpt,
+    ModeOpt,
+    fail,
+    open_rag,
+    print_json,
+    progress_bar,
+    settings_from,
+)
 
 
 def user_error(exc: Exception) -> tuple[str, int] | None:
@@ -264,24 +274,8 @@ def index_rebuild(
         return
     from rag.reembed import re_embed as run_re_embed
 
-    bar = None
-    progress = None
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(unit="chunk", file=sys.stderr, dynamic_ncols=True, desc="re-embedding")
-
-        def progress(done: int, total: int) -> None:
-            assert bar is not None
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-    try:
+    with progress_bar("chunk", "re-embedding") as progress:
         count = run_re_embed(rag.workspace, progress)
-    finally:
-        if bar is not None:
-            bar.close()
     typer.echo(f"re-embedded {count} chunks with '{rag.settings.embedder}' and rebuilt the index")
 
 

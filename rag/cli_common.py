@@ -5,8 +5,11 @@ import it, so the arrow points one way (``rag.cli`` -> ``ingest.cli`` -> here)."
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import typer
 
@@ -33,6 +36,33 @@ def open_rag(home: Path | None, database_url: str | None, **flags: Any) -> Any:
     from rag.core import Rag
 
     return Rag(settings_from(home=home, database_url=database_url, **flags))
+
+
+class Progress(Protocol):
+    def __call__(self, done: int, total: int, item: str = "") -> None: ...
+
+
+@contextmanager
+def progress_bar(unit: str, desc: str | None = None, show: bool = True) -> Iterator[Progress | None]:
+    """A bar on stderr that a long command moves with ``(done, total[, item])`` (the item's name is
+    shown beside it); None, and no bar, when ``show`` is off or stderr is not a terminal."""
+    if not (show and sys.stderr.isatty()):
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(unit=unit, file=sys.stderr, dynamic_ncols=True, desc=desc)
+
+    def progress(done: int, total: int, item: str = "") -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(Path(item).name[-40:] if item else "", refresh=False)
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 def print_json(obj: Any) -> None:
