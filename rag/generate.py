@@ -529,7 +529,6 @@ class Generator:
         decoding, logits = self.begin(question, sources, max_new_tokens=max_new_tokens,
                                       use_prefix_cache=use_prefix_cache)
         decoding.accept(logits)
-        decoding.prefill_ms = (time.perf_counter() - decoding.started) * 1000
         return decoding
 
     @torch.inference_mode()
@@ -560,6 +559,7 @@ class Generator:
         self._check_reduced(reducer)
         decoding = Decoding(prompt, n_new, cache, reducer, features, token_masses,
                             TextStream(self.tokenizer, self.stop_strings), self.eos_ids, encoded, t0)
+        decoding.prefill_ms = (time.perf_counter() - t0) * 1000
         return decoding, logits
 
     def teacher_force(self, question: str, sources: Sequence[Source], answer_text: str) -> Generation:

@@ -16,7 +16,6 @@ Continuous batching is bypassed: a guided answer is decoded alone.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -100,7 +99,6 @@ def guided_generate(
         raise ValueError(f"candidates and step_tokens must be >= 1, not {candidates} and {step_tokens}")
     rng = torch.Generator().manual_seed(seed)
     kept, logits = generator.begin(question, sources, max_new_tokens=max_new_tokens)
-    kept.prefill_ms = (time.perf_counter() - kept.started) * 1000
     while True:
         tried = [_run(generator, kept, logits, step_tokens, rng if k else None) for k in range(candidates)]
         for c in tried:
