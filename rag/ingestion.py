@@ -163,6 +163,7 @@ class Ingestor:
                 s.add(run)
             files = list(scan(roots, include or [], exclude or []))
             self._in_run = {str(f.path) for f in files}
+            self._embedder_claimed = False
             known = self._delete_vanished(roots, {str(f.path) for f in files}, summary)
             self._sync(files, known, summary, progress)
             self.ws.save_indexes()
