@@ -34,6 +34,11 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield base
 
 
+def _connect(url: str) -> socket.socket:
+    """A raw TCP connection to the server, for requests httpx will not send (or not slowly enough)."""
+    return socket.create_connection(("127.0.0.1", httpx.URL(url).port or 80), timeout=10)
+
+
 def _healthy(url: str) -> None:
     r = httpx.get(f"{url}/healthz", timeout=5)
     assert r.status_code == 200, r.text
@@ -92,8 +97,7 @@ def test_a_long_invalid_value_is_echoed_clipped(url: str) -> None:
 
 
 def test_a_huge_query_string_is_414_and_the_server_goes_on(url: str) -> None:
-    port = int(url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # httpx caps URLs itself
+    with _connect(url) as sock:  # httpx caps URLs itself
         with contextlib.suppress(OSError):  # the server may hang up before all of it is sent
             sock.sendall(b"GET /v1/answers?limit=" + b"1" * 1_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         reply = b""
@@ -109,11 +113,10 @@ def test_a_huge_query_string_is_414_and_the_server_goes_on(url: str) -> None:
 
 
 def test_half_open_connections_are_closed_and_do_not_pin_the_server(url: str) -> None:
-    port = int(url.rsplit(":", 1)[1])
     held: list[socket.socket] = []
     try:
         for i in range(300):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock = _connect(url)
             if i % 2:  # half send a request line and a header, then stall; half send nothing
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
             held.append(sock)
@@ -129,8 +132,7 @@ def test_half_open_connections_are_closed_and_do_not_pin_the_server(url: str) ->
 
 
 def test_a_slow_second_request_on_a_kept_alive_connection_is_closed(url: str) -> None:
-    port = int(url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with _connect(url) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # then never the rest
