@@ -29,7 +29,7 @@ from api.metrics import HttpMetrics
 from api.middleware import ApiKeyAuth, BodyLimit
 from api.routes import api_router, health, web
 from api.schemas import MAX_ATTRIBUTE_JSON_BYTES, MAX_JSON_BYTES, error_responses
-from api.service import DATABASE_RETRY_AFTER_S, ClientDisconnected, Service, database_detail
+from api.service import DATABASE_RETRY_AFTER_S, ClientDisconnected, Service, database_detail, known_failure
 from rag.config import Settings
 from rag.core import Rag
 from rag.db import DATABASE_DOWN
@@ -151,21 +151,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         headers = {"Allow": ", ".join(allowed)}
         return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=headers)
 
-    @app.exception_handler(BadInput)
-    async def bad_input(_: Request, exc: BadInput) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+    async def not_ours(_: Request, exc: Exception) -> JSONResponse:
+        """Bad input (422), or a workspace that cannot do this as configured: a read-only home (it
+        still answers, it cannot write) or vectors of another embedder (503, not 409: no other request
+        would do; no Retry-After: it does not pass until its operator acts, as the detail says how)."""
+        known = known_failure(exc)
+        assert known is not None  # registered for these kinds only
+        return JSONResponse({"detail": known[1]}, status_code=known[0])
 
-    @app.exception_handler(ReadOnly)
-    async def read_only(_: Request, exc: ReadOnly) -> JSONResponse:
-        """An upload or deletion on a read-only workspace: the service can still answer, not write."""
-        return JSONResponse({"detail": str(exc)}, status_code=503)
-
-    @app.exception_handler(EmbedderMismatch)
-    async def embedder_mismatch(_: Request, exc: EmbedderMismatch) -> JSONResponse:
-        """503, not 409: nothing in the request is wrong, and no other request would do; the service's
-        own setting disagrees with its data until its operator acts (the detail says how). No
-        Retry-After: it does not pass by itself."""
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+    for not_our_bug in (BadInput, ReadOnly, EmbedderMismatch):
+        app.add_exception_handler(not_our_bug, not_ours)
 
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         """Not our bug and not the caller's: say so in one line, and when to come back."""

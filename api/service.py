@@ -95,15 +95,18 @@ def _filters(given: FiltersIn | None) -> Filters | None:
     return given.to_filters() if given else None
 
 
-def _failure(exc: Exception) -> tuple[int, Any] | None:
-    """The status and detail of a streamed answer's error that the client can act on, or None."""
+def known_failure(exc: Exception) -> tuple[int, Any] | None:
+    """The status and detail of an error that is not our bug, or None: the caller's input (422), or a
+    workspace that cannot do this as configured (503: the database is down, the home is read-only, or
+    its vectors are another embedder's; nothing in the request is wrong). The app's error handlers
+    and a streamed answer's ``error`` event both answer from it."""
     if isinstance(exc, BadInput):
         return 422, str(exc)
     if isinstance(exc, HTTPException):
         return exc.status_code, exc.detail
     if isinstance(exc, DATABASE_DOWN):
         return 503, database_detail(exc)
-    if isinstance(exc, EmbedderMismatch):
+    if isinstance(exc, ReadOnly | EmbedderMismatch):
         return 503, str(exc)
     return None
 
@@ -344,7 +347,7 @@ class Service:
             partial(self._answer_while_wanted, req, gone),
             gone,
             self.generation.submit,
-            _failure,
+            known_failure,
             self.settings.sse_ping_s,
         )
 
