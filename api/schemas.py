@@ -71,6 +71,8 @@ _QUESTION_LIMITS = (
     f"1 to {MAX_QUESTION_CHARS:,} characters, and for ask and attribute at most {MAX_QUESTION_TOKENS:,} "
     "tokens of the generator's tokenizer (422 beyond either)"
 )
+
+
 def _integral(value: Any) -> Any:
     """7.0 as 7: JSON Schema's integer includes numbers with a zero fraction, and strict mode (below)
     would refuse them. Strings and fractions are still refused."""
