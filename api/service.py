@@ -16,7 +16,7 @@ that thread nothing can touch another request's KV cache: the Generator copies i
 cache into a fresh cache per request and never writes the shared one.
 
 State: everything a request needs is in SQL or re-read from disk (retrieval calls
-``Workspace.refresh``, which picks up indexes another process saved), so any number of worker
+``IndexSet.refresh``, which picks up indexes another process saved), so any number of worker
 processes can serve the same workspace.
 """
 
@@ -220,7 +220,7 @@ class Service:
     def _ping_database(self) -> str | None:
         """A read of a real table (SQLite answers ``SELECT 1`` without opening its file)."""
         try:
-            with self.rag.workspace.engine.connect() as conn:
+            with self.rag.workspace.database.engine.connect() as conn:
                 conn.execute(select(Document.id).limit(1))
         except SQLAlchemyError as exc:
             return database_detail(exc)
@@ -228,7 +228,7 @@ class Service:
 
     def counts(self) -> tuple[int, int]:
         """(documents, chunks) from SQL, for /metrics."""
-        with self.rag.workspace.sessions() as s:
+        with self.rag.workspace.database.sessions() as s:
             return counts(s)
 
     async def _validate(self, req: AskRequest | AttributeRequest) -> None:
@@ -390,7 +390,7 @@ class Service:
     def _delete_document(self, document_id: int) -> None:
         """Remove it from SQL and the indexes; an uploaded document's stored file goes too."""
         info = self.rag.document(document_id)
-        self.rag.workspace.refresh()  # delete from, and then save, the newest index
+        self.rag.workspace.indexes.refresh()  # delete from, and then save, the newest index
         if info is None or not self.rag.delete_document(document_id):
             raise HTTPException(404, f"no document with id {document_id}")
         path = Path(info.path)
@@ -406,7 +406,7 @@ class Service:
         """Store the files, then sync them in through ``Rag.ingest``, as `rag ingest FILE...` would.
         All under the write lock, so that no other process's clean-up sees a stored file before its
         row exists; if the ingest fails, files it left without a row are removed."""
-        with self.rag.workspace.write_lock():
+        with self.rag.workspace.write_lock.held():
             stored = self._store(files)
             try:
                 return self._ingest_uploads(stored)
@@ -422,8 +422,8 @@ class Service:
         if not folder.is_dir():
             return
         try:
-            with self.rag.workspace.write_lock():
-                with self.rag.workspace.sessions() as s:
+            with self.rag.workspace.write_lock.held():
+                with self.rag.workspace.database.sessions() as s:
                     known = set(documents_under(s, folder))
                 orphans = [p for p in folder.iterdir() if p.is_file() and str(p) not in known]
                 for path in orphans:
@@ -456,7 +456,7 @@ class Service:
         summary = self.rag.ingest(paths)
         failed = {f.path for f in summary.failed}
         duplicates = {d.path: d.document_id for d in summary.duplicates}
-        with self.rag.workspace.sessions() as s:
+        with self.rag.workspace.database.sessions() as s:
             ids = {path: doc.id for p in paths for path, doc in documents_under(s, p).items()}
         for path in paths:
             if str(path) in duplicates:

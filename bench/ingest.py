@@ -67,7 +67,7 @@ def run() -> dict[str, Any]:
             full = rag.ingest([corpus])
         with timer() as again_t:
             again = rag.ingest([corpus])
-        with rag.workspace.sessions() as s:
+        with rag.workspace.database.sessions() as s:
             texts = list(s.scalars(select(Chunk.text).order_by(Chunk.id)))
         model = SentenceTransformer(resolve_model_path(rag.settings.embedder))
         model.encode(["warm up"])
@@ -143,7 +143,7 @@ def run_ray(articles: int | None = None) -> dict[str, Any]:
         runs["local"] = _timed_ingest(local, corpus, None)
         for workers in (1, 2):
             rag = Rag(Settings(home=Path(tmp) / f"ray{workers}", ray_workers=workers, ray_worker_cpus=1))
-            _ = rag.workspace.embedding_dim  # the driver's one model load (a fresh index needs the size)
+            _ = rag.workspace.indexes.dim  # the driver's one model load (a fresh index needs the size)
             runs[f"ray{workers}"] = _timed_ingest(rag, corpus, "auto")
     base = runs["local"]
     rows: list[tuple[str, Any, str]] = [("corpus", described, ""), ("chunks", base["chunks"], "")]

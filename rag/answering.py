@@ -9,16 +9,18 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from rag.attribution import attribute, evidence_spans
 from rag.batching import DecodeBatcher
 from rag.config import Settings
+from rag.database import Database
 from rag.db import transaction
 from rag.detect import Detector
 from rag.generate import Generation, Generator
 from rag.guided import guided_generate
 from rag.models import AnswerRecord
 from rag.types import Answer, Attribution, Evidence, Hallucination, Models, Source, Timings
-from rag.workspace import Workspace
 
 NO_SOURCES = "I can't answer that from your documents: nothing I retrieved is relevant to the question."
 NOT_GROUNDED = (
@@ -47,20 +49,18 @@ def declined(answer: str) -> bool:
 class AnswerPipeline:
     def __init__(
         self,
-        workspace: Workspace,
+        settings: Settings,
+        database: Database,
         generator: Generator,
         detector: Detector,
         batcher: DecodeBatcher | None = None,
     ) -> None:
-        self.ws = workspace
+        self.settings = settings
+        self.database = database  # where answers are stored, unless it is read-only
         self.generator = generator
         self.detector = detector
         # concurrent asks share decoding steps (settings.batch_max > 1); else each decodes alone
         self.decode = batcher.generate if batcher is not None else generator.generate
-
-    @property
-    def settings(self) -> Settings:
-        return self.ws.settings
 
     @property
     def abstain_risk(self) -> float:
@@ -116,7 +116,7 @@ class AnswerPipeline:
                 answer.abstained = model_declined
                 answer.answer_kind = "refusal" if model_declined else "generated"
         timings.total_ms = retrieve_ms + (time.perf_counter() - started) * 1000
-        if self.ws.stores_answers:  # a read-only database: answered, but not kept
+        if self.database.stores_answers:  # a read-only database: answered, but not kept
             self.store(answer)
         return answer
 
@@ -155,7 +155,7 @@ class AnswerPipeline:
         )
 
     def store(self, answer: Answer) -> None:
-        with transaction(self.ws.sessions) as s:
+        with transaction(self.database.sessions) as s:
             s.add(
                 AnswerRecord(
                     id=answer.id,
@@ -169,8 +169,8 @@ class AnswerPipeline:
             )
 
 
-def load_answer(workspace: Workspace, answer_id: str) -> Answer | None:
+def load_answer(sessions: sessionmaker[Session], answer_id: str) -> Answer | None:
     """A stored answer; readable without loading any model."""
-    with workspace.sessions() as s:
+    with sessions() as s:
         record = s.get(AnswerRecord, answer_id)
         return Answer.from_report(record.report) if record else None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rag.text import CLAUSE_END
-from rag.types import ChunkSpan, Section
+from rag.types import ChunkSpan, LoadedDocument, Section
 
 # Boundary strength between two tokens, by what the gap between them contains.
 _PARAGRAPH, _LINE, _SENTENCE, _SPACE, _NONE = 4, 3, 2, 1, 0
@@ -127,3 +127,36 @@ class Chunker:
                 if strength[i] >= wanted:
                     return i
         return end
+
+
+def chunk_document(
+    chunker: Chunker, doc: LoadedDocument, max_chunks: int
+) -> tuple[list[ChunkSpan], str | None]:
+    """A loaded document's chunks, or none and the reason it cannot be indexed (no text, too many
+    chunks): one rule for local and distributed ingest, so both report a file the same way."""
+    chunks = chunker.chunk(doc.text, covering_sections(doc.text, doc.sections))
+    if not chunks:
+        return [], "no text found in the file"
+    if len(chunks) > max_chunks:
+        limit = f"over the {max_chunks:,}-chunk limit (max_file_chunks)"
+        return [], f"the file makes {len(chunks):,} chunks, {limit}"
+    return chunks, None
+
+
+def covering_sections(text: str, sections: list[Section]) -> list[Section]:
+    """``sections`` plus one plain section for each stretch of text they leave out. The chunker only
+    chunks the sections it is given, and loaders leave text before a document's first heading in no
+    section: without this, a Markdown or HTML preamble was never indexed."""
+    if not sections:
+        return []  # the chunker takes the whole text
+    out: list[Section] = []
+    previous_end = 0
+    for section in [*sections, Section(len(text), len(text))]:
+        gap = text[previous_end : section.start]
+        if gap.strip():
+            start = previous_end + len(gap) - len(gap.lstrip())
+            out.append(Section(start, previous_end + len(gap.rstrip())))
+        if section.start < section.end:
+            out.append(section)
+        previous_end = max(previous_end, section.end)
+    return out

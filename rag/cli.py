@@ -34,7 +34,7 @@ def user_error(exc: Exception) -> tuple[str, int] | None:
     from rag.embedder_record import EmbedderMismatch
     from rag.readonly import ReadOnly
     from rag.types import BadInput
-    from rag.workspace import WorkspaceBusy
+    from rag.writelock import WorkspaceBusy
 
     if isinstance(exc, BadInput):
         return str(exc), 2
@@ -140,10 +140,10 @@ def ask(
 
     check_text(question, "the question")  # before the models load
     rag = open_rag(home, database_url)
-    stored = rag.workspace.stores_answers
+    stored = rag.workspace.database.stores_answers
     if not stored:  # said before generating (after the load, which may refuse), so nothing is wasted
         rag.load_generator()
-        where = rag.workspace.db_read_only
+        where = rag.workspace.database.db_read_only
         typer.echo(f"note: answer not stored: the database {where} is read-only", err=True)
     stream = not as_json and sys.stdout.isatty()
     answer = rag.ask(
@@ -249,7 +249,7 @@ def docs_rm(document_id: int, home: HomeOpt = None, database_url: DbOpt = None) 
 @index_app.command("check")
 def index_check(home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Exit 0 when the saved FAISS index holds exactly the chunks in SQL, 1 otherwise."""
-    result = open_rag(home, database_url).workspace.check_indexes()
+    result = open_rag(home, database_url).workspace.indexes.check()
     typer.echo(result.describe())
     raise typer.Exit(0 if result.ok else 1)
 
@@ -269,13 +269,14 @@ def index_rebuild(
     the chunk texts embedded again by the configured model."""
     rag = open_rag(home, database_url)
     if not re_embed:
-        count = rag.workspace.rebuild_indexes()
+        count = rag.workspace.indexes.rebuild()
         typer.echo(f"rebuilt the index: {count} chunks")
         return
     from rag.reembed import re_embed as run_re_embed
 
+    ws = rag.workspace
     with progress_bar("chunk", "re-embedding") as progress:
-        count = run_re_embed(rag.workspace, progress)
+        count = run_re_embed(ws.database, ws.write_lock, ws.indexes, ws.load_embedder, progress)
     typer.echo(f"re-embedded {count} chunks with '{rag.settings.embedder}' and rebuilt the index")
 
 

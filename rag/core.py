@@ -34,7 +34,9 @@ class Rag:
 
     @cached_property
     def retriever(self) -> Retriever:
-        return Retriever(self.workspace)
+        ws = self.workspace
+        ws.database.check_embedder()  # before the model loads: a mismatch is refused without it
+        return Retriever(self.settings, ws.database, ws.indexes, ws.embedder)
 
     def ingest(
         self,
@@ -46,11 +48,13 @@ class Rag:
     ) -> IngestSummary:
         """Sync ``paths`` into the workspace; with ``ray_address`` ("auto" or a cluster's address) the
         parsing and embedding run on Ray Data (rag.distributed)."""
-        ingestor = Ingestor(self.workspace)
+        ws = self.workspace
+        parts = (self.settings, ws.database, ws.write_lock, ws.indexes, ws.load_embedder)
+        ingestor = Ingestor(*parts)
         if ray_address:
             from rag.distributed import RayIngestor
 
-            ingestor = RayIngestor(self.workspace, ray_address)
+            ingestor = RayIngestor(*parts, ray_address)
         summary = ingestor.run([Path(p) for p in paths], include, exclude, progress)
         self._forget_gone_chunks()
         return summary
@@ -80,7 +84,8 @@ class Rag:
                 detector = Detector.for_generator(generator.name)
                 batch = self.settings.batch_max
                 batcher = DecodeBatcher(generator, batch) if batch > 1 else None
-                self._pipeline = AnswerPipeline(self.workspace, generator, detector, batcher)
+                database = self.workspace.database
+                self._pipeline = AnswerPipeline(self.settings, database, generator, detector, batcher)
             return self._pipeline
 
     def ask(
@@ -96,10 +101,10 @@ class Rag:
         guided: bool | None = None,
     ) -> Answer:
         """Answer with citations and attribution; the answer is stored (see ``get_answer``) unless
-        the database is read-only (``workspace.stores_answers``). ``guided``: Lookback Lens guided
-        decoding (rag.guided); None takes settings.guided."""
+        the database is read-only (``workspace.database.stores_answers``). ``guided``: Lookback Lens
+        guided decoding (rag.guided); None takes settings.guided."""
         question = check_text(question, "the question").strip()
-        self.workspace.check_embedder()  # before the generator loads: retrieval would refuse after it
+        self.workspace.database.check_embedder()  # before the generator loads: retrieval refuses after it
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question)
         t0 = time.perf_counter()
@@ -124,7 +129,7 @@ class Rag:
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question, answer, context)
         if chunk_ids:
-            with self.workspace.sessions() as s:
+            with self.workspace.database.sessions() as s:
                 sources = sources_for(s, [(int(c), 0.0) for c in chunk_ids if valid_id(int(c))])
             missing = sorted({int(c) for c in chunk_ids} - {x.chunk_id for x in sources})
             if missing:
@@ -141,11 +146,11 @@ class Rag:
     def get_answer(self, answer_id: str) -> Answer | None:
         from rag.answering import load_answer
 
-        return load_answer(self.workspace, answer_id)
+        return load_answer(self.workspace.database.sessions, answer_id)
 
     def answers(self, limit: int = 20, offset: int = 0) -> tuple[list[AnswerSummary], int]:
         """Stored answers, newest first: one page of them and the total."""
-        with self.workspace.sessions() as s:
+        with self.workspace.database.sessions() as s:
             return answer_summaries(s, limit, offset)
 
     def report_html(self, answer_id: str) -> str | None:
@@ -155,13 +160,13 @@ class Rag:
         return render_html(answer) if answer else None
 
     def documents(self) -> list[DocumentInfo]:
-        with self.workspace.sessions() as s:
+        with self.workspace.database.sessions() as s:
             return document_infos(s)
 
     def document(self, document_id: int) -> DocumentInfo | None:
         if not valid_id(document_id):
             return None
-        with self.workspace.sessions() as s:
+        with self.workspace.database.sessions() as s:
             found = document_infos(s, document_id)
         return found[0] if found else None
 
@@ -169,10 +174,11 @@ class Rag:
         """Remove a document's chunks from SQL and the indexes; the indexes are saved at once."""
         if not valid_id(document_id):
             return False
-        with self.workspace.write_lock():
-            deleted = self.workspace.delete_document(document_id)
+        ws = self.workspace
+        with ws.write_lock.held():
+            deleted = ws.documents.delete(document_id)
             if deleted:
-                self.workspace.save_indexes()
+                ws.indexes.save()
         self._forget_gone_chunks()
         return deleted
 
@@ -184,6 +190,6 @@ class Rag:
             return
         cached = pipeline.generator.chunk_kv.chunk_ids()
         if cached:
-            with self.workspace.sessions() as s:
+            with self.workspace.database.sessions() as s:
                 live = dict(chunk_texts(s, np.array(sorted(cached), dtype=np.int64)))
             pipeline.generator.chunk_kv.retain(live)

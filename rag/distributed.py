@@ -22,28 +22,26 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag.ingestion import (
-    SAVE_EVERY_S,
-    Examined,
-    Ingestor,
-    IngestSummary,
-    Known,
-    Pending,
-    ProgressFn,
-    chunk_document,
-    make_chunker,
-)
+from rag.chunking import chunk_document
+from rag.config import Settings
+from rag.database import Database
+from rag.indexset import IndexSet
+from rag.ingest_records import Examined, IngestSummary, Known, Pending, ProgressFn
+from rag.ingestion import SAVE_EVERY_S, Ingestor, make_chunker
 from rag.loadworker import LoadWorker
 from rag.scan import ScannedFile
 from rag.types import BadInput, ChunkSpan, LoadedDocument, LoadError, Section
-from rag.workspace import Workspace
+from rag.writelock import WriteLock
+
+if TYPE_CHECKING:
+    from rag.embedding import Embedder
 
 LOCAL = "auto"  # --ray with no address: a Ray instance of our own on this machine
 _EMBED_BATCH_FILES = 16  # files per embedder call: a few hundred chunks, where the model is fastest
@@ -201,13 +199,13 @@ class Cluster:
     """A connection to Ray for one ingest run: ``auto`` starts a local instance, an address joins a
     cluster. Worker count and CPUs per worker come from the settings."""
 
-    def __init__(self, address: str, workspace: Workspace) -> None:
+    def __init__(self, address: str, settings: Settings, dialect: str) -> None:
+        """``dialect``: the database's (SQLAlchemy's name), as workers on other hosts need a shared one."""
         try:
             import ray
         except ImportError:
             raise BadInput("`rag ingest --ray` needs Ray: pip install 'sightline[ray]'") from None
         self.address = address
-        settings = workspace.settings
         quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
         if address == LOCAL:
             ray.init(
@@ -225,7 +223,7 @@ class Cluster:
                     "(ray_workers, ray_worker_cpus)"
                 )
             elsewhere = _remote_nodes()
-            if elsewhere and workspace.engine.dialect.name == "sqlite":
+            if elsewhere and dialect == "sqlite":
                 raise BadInput(
                     f"the Ray cluster at {address} has workers on other hosts ({', '.join(elsewhere[:3])}): "
                     "that needs a shared database; set RAG_DATABASE_URL to PostgreSQL, not SQLite"
@@ -282,8 +280,16 @@ def _remote_nodes() -> list[str]:
 class RayIngestor(Ingestor):
     """`Ingestor` whose parse-chunk-embed stage runs on Ray Data; everything else is inherited."""
 
-    def __init__(self, workspace: Workspace, address: str) -> None:
-        super().__init__(workspace)
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        lock: WriteLock,
+        indexes: IndexSet,
+        load_embedder: Callable[[], Embedder],
+        address: str,
+    ) -> None:
+        super().__init__(settings, database, lock, indexes, load_embedder)
         self.address = address
 
     def _sync(
@@ -309,7 +315,7 @@ class RayIngestor(Ingestor):
         if progress:
             progress(done, len(items), "")
         if todo:
-            cluster = Cluster(self.address, self.ws)
+            cluster = Cluster(self.address, self.settings, self.database.engine.dialect.name)
             try:
                 self._ingest_on(cluster, todo, summary, progress, done, len(items))
             finally:
@@ -329,7 +335,7 @@ class RayIngestor(Ingestor):
         done: int,
         total: int,
     ) -> None:
-        cfg = self.ws.settings
+        cfg = self.settings
         config = StageConfig(
             cfg.embedder,
             cfg.device,
@@ -359,5 +365,5 @@ class RayIngestor(Ingestor):
             if progress:
                 progress(done, total, str(item.file.path))
             if time.monotonic() - last_save > SAVE_EVERY_S:
-                self.ws.save_indexes()
+                self.indexes.save()
                 last_save = time.monotonic()

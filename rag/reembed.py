@@ -9,26 +9,39 @@ vectors and the old record, consistent with each other, and the old index still 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 
+from rag.database import Database
 from rag.db import transaction
 from rag.embedder_record import EmbedderRecord, write_record
+from rag.indexset import IndexSet
 from rag.models import Chunk
 from rag.store import chunk_ids, chunk_texts
-from rag.workspace import Workspace
+from rag.writelock import WriteLock
+
+if TYPE_CHECKING:
+    from rag.embedding import Embedder
 
 BATCH_CHUNKS = 512  # texts read, embedded and written per step: the model is fastest on big batches
 
 ProgressFn = Callable[[int, int], None]  # (chunks done, chunks in all)
 
 
-def re_embed(ws: Workspace, progress: ProgressFn | None = None) -> int:
+def re_embed(
+    database: Database,
+    lock: WriteLock,
+    indexes: IndexSet,
+    load_embedder: Callable[[], Embedder],
+    progress: ProgressFn | None = None,
+) -> int:
     """Re-embed every chunk, record the configured embedder, rebuild both indexes from SQL; returns
-    the chunk count. Under the workspace write lock throughout."""
-    with ws.write_lock():
-        embedder = ws.embedder
-        with transaction(ws.sessions) as s:
+    the chunk count. Under the workspace write lock throughout; the model is loaded once it is held
+    (a read-only workspace is refused without it)."""
+    with lock.held():
+        embedder = load_embedder()
+        with transaction(database.sessions) as s:
             ids = chunk_ids(s)
             for start in range(0, len(ids), BATCH_CHUNKS):
                 pairs = chunk_texts(s, ids[start : start + BATCH_CHUNKS])
@@ -41,5 +54,5 @@ def re_embed(ws: Workspace, progress: ProgressFn | None = None) -> int:
                     s.execute(update(Chunk), rows)
                 if progress:
                     progress(start + len(pairs), len(ids))
-            write_record(s, EmbedderRecord(ws.settings.embedder, embedder.dim))
-        return ws.rebuild_indexes()
+            write_record(s, EmbedderRecord(database.settings.embedder, embedder.dim))
+        return indexes.rebuild()

@@ -5,13 +5,19 @@ embedding to the question: the abstention signal, comparable whatever the mode).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rag.config import Settings
+from rag.database import Database
 from rag.fusion import candidate_depth, fuse_hybrid
+from rag.indexset import IndexSet
 from rag.store import chunk_vectors, filtered_chunk_ids, sources_for
 from rag.types import RETRIEVAL_MODES, BadInput, Source
-from rag.workspace import Workspace
+
+if TYPE_CHECKING:
+    from rag.embedding import Embedder
 
 MODES = RETRIEVAL_MODES
 
@@ -37,35 +43,39 @@ class Retrieval:
 
 
 class Retriever:
-    def __init__(self, workspace: Workspace) -> None:
-        self.ws = workspace
+    def __init__(self, settings: Settings, database: Database, indexes: IndexSet, embedder: Embedder) -> None:
+        """``database``: the chunks' metadata (filters, sources), and the embedder check."""
+        self.settings = settings
+        self.database = database
+        self.indexes = indexes
+        self.embedder = embedder
 
     def run(self, query: str, k: int, filters: Filters | None = None, mode: str | None = None) -> Retrieval:
-        mode = mode or self.ws.settings.retrieval_mode
+        mode = mode or self.settings.retrieval_mode
         if mode not in MODES:
             raise BadInput(f"unknown retrieval mode {mode!r}; choose from {', '.join(MODES)}")
         filters = filters or Filters()
-        self.ws.check_embedder()  # every mode compares the query with stored vectors (relevance)
-        vector = self.ws.embedder.encode([query])[0]
+        self.database.check_embedder()  # every mode compares the query with stored vectors (relevance)
+        vector = self.embedder.encode([query])[0]
         depth = candidate_depth(k) if mode == "hybrid" else k
         if mode != "lexical":
-            self.ws.vectors  # noqa: B018  (loaded before reading: loading takes the write side)
+            self.indexes.vectors  # noqa: B018  (loaded before reading: loading takes the write side)
         if mode != "dense":
-            self.ws.lexical  # noqa: B018
-        self.ws.refresh()
-        with self.ws.sessions() as s:
+            self.indexes.lexical  # noqa: B018
+        self.indexes.refresh()
+        with self.database.sessions() as s:
             allowed = filtered_chunk_ids(s, filters.path_prefix, filters.doc_type)
-            with self.ws.reading():  # an ingest in this process may be adding to the indexes
-                dense = self.ws.vectors.search(vector, depth, allowed) if mode != "lexical" else []
-                lexical = self.ws.lexical.search(query, depth, allowed) if mode != "dense" else []
+            with self.indexes.reading():  # an ingest in this process may be adding to the indexes
+                dense = self.indexes.vectors.search(vector, depth, allowed) if mode != "lexical" else []
+                lexical = self.indexes.lexical.search(query, depth, allowed) if mode != "dense" else []
             if mode == "hybrid":
-                cfg = self.ws.settings
+                cfg = self.settings
                 hits = fuse_hybrid(dense, lexical, k, cfg.fusion_method, cfg.fusion_dense_weight)
             else:
                 hits = dense or lexical
             sources = sources_for(s, hits[:k])
             relevance = 0.0
             if sources:
-                _, vectors = chunk_vectors(s, np.array([x.chunk_id for x in sources]), self.ws.embedding_dim)
+                _, vectors = chunk_vectors(s, np.array([x.chunk_id for x in sources]), len(vector))
                 relevance = float((vectors @ vector).max())
         return Retrieval(sources, relevance)

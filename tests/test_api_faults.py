@@ -22,9 +22,9 @@ from api.main import create_app
 from api.service import Service
 from api.testing import LiveServer
 from rag.config import Settings
+from rag.database import Database
 from rag.db import transaction
 from rag.models import Document
-from rag.workspace import Workspace
 from tests import docfactory as df
 from tests.conftest import MODELS_CACHE, pg_schema
 
@@ -269,12 +269,12 @@ def test_leftover_uploads_are_cleared_at_start(tmp_path: Path) -> None:
     orphan = df.make_document(uploads / "fedcba9876543210-orphan.md", "# Orphan\n\nIts ingest was killed.")
     partial = uploads / ".upload-0a1b2c.part"
     partial.write_bytes(b"half of a fi")
-    ws = Workspace(settings)
-    with transaction(ws.sessions) as s:
+    db = Database(settings)
+    with transaction(db.sessions) as s:
         s.add(
             Document(path=str(kept), sha256="0" * 64, size=1, mtime=0.0, mime="text/markdown", doc_type="md")
         )
-    ws.engine.dispose()
+    db.close()
     with LiveServer(create_app(settings, load_models=False)):
         deadline = time.monotonic() + 30
         while (orphan.exists() or partial.exists()) and time.monotonic() < deadline:

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from rag.cli import app
 from rag.config import Settings
+from rag.database import Database
 from rag.db import transaction
 from rag.models import AnswerRecord
-from rag.workspace import Workspace
 from tests.procs import cli_env, rag_command
 from tests.test_report import make_answer
 
@@ -128,12 +128,12 @@ def test_a_context_file_is_read_within_its_limit(home: Path, tmp_path: Path) -> 
 
 def test_a_report_that_cannot_be_written_says_where_and_why(home: Path, tmp_path: Path) -> None:
     answer = make_answer()
-    ws = Workspace(Settings(home=home))
-    with transaction(ws.sessions) as s:
+    db = Database(Settings(home=home))
+    with transaction(db.sessions) as s:
         record = AnswerRecord(id=answer.id, question=answer.question, answer=answer.answer)
         s.add(record)
         record.risk, record.flagged, record.report = 0.0, False, answer.to_dict()
-    ws.engine.dispose()
+    db.close()
     missing = tmp_path / "no-such-folder" / "report.html"
     assert invoke(home, "report", answer.id, "--html", str(missing)) == (
         1,

@@ -61,7 +61,7 @@ def test_two_ingests_at_once_serialise_and_a_reader_keeps_answering(
     waited = [err for _, err in results if "waiting for another writer" in err]
     assert len(waited) == 1, [err[-500:] for _, err in results]
 
-    assert Workspace(settings).check_indexes().ok
+    assert Workspace(settings).indexes.check().ok
     reference = Settings(home=tmp_path / "reference", models_cache=MODELS_CACHE)
     single = Rag(reference)
     single.workspace.__dict__["embedder"] = reader.workspace.embedder  # the same model, loaded once

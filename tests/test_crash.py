@@ -23,6 +23,7 @@ import pytest
 
 from rag.config import Settings
 from rag.core import Rag
+from rag.database import Database
 from rag.workspace import Workspace
 from tests.conftest import MODELS_CACHE
 from tests.docfactory import make_binary_with_txt_suffix, make_corrupt_pdf, make_tree
@@ -140,8 +141,8 @@ def test_sigkill_at_random_moments_then_resume_equals_one_clean_ingest(
             state = snapshot(settings)
             assert consistent(state) == [], f"after kill {number}"
             workspace = Workspace(settings)
-            index_ok = workspace.check_indexes().ok
-            workspace.engine.dispose()
+            index_ok = workspace.indexes.check().ok
+            workspace.close()
             log.append(
                 f"kill {number} ({moment.phase}, +{moment.delay:.2f} s): "
                 f"{'killed' if killed else 'had finished'}, "
@@ -188,13 +189,14 @@ OPEN_WORKSPACE = """
 import sys, time
 from pathlib import Path
 from rag.config import Settings
-from rag.workspace import Workspace
+from rag.database import Database
+from rag.database import Database
 settings = Settings(home=Path(sys.argv[1]), database_url=sys.argv[2] or None)
 print("imported", flush=True)
 start = float(sys.argv[3])
 while time.time() < start:
     time.sleep(0.001)
-Workspace(settings)
+Database(settings)
 print("opened", flush=True)
 """
 
@@ -233,5 +235,5 @@ def test_a_kill_during_the_first_migration_leaves_a_workspace_that_opens(sqlite_
         time.sleep(rng.uniform(0.0, 0.25))
         proc.kill()
         proc.wait()
-        Workspace(settings).engine.dispose()  # opens (and migrates) without an error
+        Database(settings).close()  # opens (and migrates) without an error
         assert not list(home.glob(".rag.db.*")), "the temporary database was left behind"

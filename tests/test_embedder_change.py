@@ -23,11 +23,11 @@ from ingest.cli import ingest_command
 from rag.cli import app
 from rag.config import DEFAULT_EMBEDDER, Settings
 from rag.core import Rag
+from rag.database import Database
 from rag.db import transaction
 from rag.embedder_record import EmbedderRecord, read_record
 from rag.models import Chunk, WorkspaceMeta
 from rag.resources import resolve_model_path
-from rag.workspace import Workspace
 from tests.docfactory import make_tree
 from tests.procs import cli_env
 
@@ -58,20 +58,20 @@ def rag_cli(settings: Settings, embedder: str, *args: str) -> tuple[int, str, st
 
 
 def recorded(settings: Settings) -> EmbedderRecord | None:
-    ws = Workspace(settings)
+    db = Database(settings)
     try:
-        with ws.sessions() as s:
+        with db.sessions() as s:
             return read_record(s)
     finally:
-        ws.engine.dispose()
+        db.close()
 
 
 def forget_record(settings: Settings) -> None:
     """Make the workspace look like one from before the record was kept."""
-    ws = Workspace(settings)
-    with transaction(ws.sessions) as s:
+    db = Database(settings)
+    with transaction(db.sessions) as s:
         s.execute(delete(WorkspaceMeta))
-    ws.engine.dispose()
+    db.close()
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def ingested(settings: Settings, tmp_path: Path) -> Path:
     folder = make_tree(tmp_path / "docs", FACTS)
     rag = Rag(settings)
     assert rag.ingest([folder]).added == 2
-    rag.workspace.engine.dispose()
+    rag.workspace.close()
     return folder
 
 
@@ -154,7 +154,7 @@ def test_a_workspace_whose_chunks_are_all_gone_takes_the_new_embedder(
     rag = Rag(settings)
     for doc in rag.documents():
         rag.delete_document(doc.id)
-    rag.workspace.engine.dispose()
+    rag.workspace.close()
     code, _, err = rag_cli(settings, OTHER, "ingest", str(ingested))
     assert code == 0, err
     assert recorded(settings) == EmbedderRecord(OTHER, 384)
@@ -167,7 +167,8 @@ from rag.reembed import re_embed
 from rag.workspace import Workspace
 
 ws = Workspace(Settings(home=sys.argv[1], database_url=sys.argv[2], embedder=sys.argv[3]))
-re_embed(ws, lambda done, total: os.kill(os.getpid(), signal.SIGKILL))  # after the first batch's writes
+die = lambda done, total: os.kill(os.getpid(), signal.SIGKILL)  # after the first batch's writes
+re_embed(ws.database, ws.write_lock, ws.indexes, ws.load_embedder, die)
 """
 
 
@@ -176,10 +177,10 @@ def test_a_re_embed_killed_part_way_leaves_the_old_vectors_and_record(
 ) -> None:
     """The stored vectors are first set to zeros, so that vectors written by the killed run (the same
     weights make the same vectors) would show."""
-    ws = Workspace(settings)
-    with transaction(ws.sessions) as s:
+    db = Database(settings)
+    with transaction(db.sessions) as s:
         s.execute(update(Chunk).values(embedding=bytes(4 * 384)))
-    ws.engine.dispose()
+    db.close()
     done = subprocess.run(
         [sys.executable, "-c", _KILLED_RE_EMBED, str(settings.home), settings.db_url, OTHER],
         env=cli_env(),
@@ -190,7 +191,7 @@ def test_a_re_embed_killed_part_way_leaves_the_old_vectors_and_record(
     )
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert recorded(settings) == EmbedderRecord(DEFAULT_EMBEDDER, 384)
-    ws = Workspace(settings)
-    with ws.sessions() as s:
+    db = Database(settings)
+    with db.sessions() as s:
         assert set(s.scalars(select(Chunk.embedding))) == {bytes(4 * 384)}
-    ws.engine.dispose()
+    db.close()

@@ -109,11 +109,11 @@ def test_a_held_back_answer_quotes_its_evidence_verbatim(
 ) -> None:
     from rag.answering import QUOTES_LEAD, AnswerPipeline
     from rag.config import Settings
+    from rag.database import Database
     from rag.detect import Detector
-    from rag.workspace import Workspace
 
     settings_ = Settings(home=tmp_path / "home", abstain_risk=0.0)  # hold back every draft
-    pipeline = AnswerPipeline(Workspace(settings_), generator, Detector.baseline())
+    pipeline = AnswerPipeline(settings_, Database(settings_), generator, Detector.baseline())
     answer = pipeline.run("Where was coffee first grown?", [FIRST, SECOND], relevance=0.9, retrieve_ms=0.0)
     assert answer.abstained and answer.answer_kind == "quotes" and answer.draft
     assert answer.answer.startswith(QUOTES_LEAD)

@@ -17,9 +17,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from rag.chunking import Chunker, ChunkerConfig
+from rag.chunking import Chunker, ChunkerConfig, covering_sections
 from rag.config import Settings
-from rag.ingestion import covering_sections
 from rag.loaders import SUPPORTED_SUFFIXES, load
 from rag.resources import resolve_model_path
 from rag.types import LoadedDocument, LoadError

@@ -128,10 +128,10 @@ def test_a_folder_of_hostile_files_ingests_the_good_and_explains_the_bad(
     assert not any("4417" in s.text for s in rag.search("outside vault combination", k=10))
     assert docs[str(made["JSON with a lone surrogate"])].title == "Logbook"
     assert docs[str(made["PDF title with a NUL"])].title == "RubhRe"
-    assert rag.workspace.check_indexes().ok
+    assert rag.workspace.indexes.check().ok
 
     # Offsets stay exact on the odd ones, and no chunk outgrows the embedder's window.
-    with rag.workspace.sessions() as s:
+    with rag.workspace.database.sessions() as s:
         for case in ("very long line", "long runs of spaces", "valid UTF-16", "HTML nested 3000 deep"):
             text = load(made[case]).text
             chunks = s.scalars(select(Chunk).join(Document).where(Document.path == str(made[case]))).all()

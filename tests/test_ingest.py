@@ -54,7 +54,7 @@ def test_ingest_then_search_finds_the_right_document(settings: Settings, corpus:
     assert top.path.endswith("eddystone.txt")
     source_text = (corpus / "beacons/eddystone.txt").read_text()
     assert source_text[top.char_start : top.char_end] == top.text
-    assert rag.workspace.check_indexes().ok
+    assert rag.workspace.indexes.check().ok
 
 
 def test_resync_unchanged_edited_deleted_renamed(settings: Settings, corpus: Path) -> None:
@@ -81,7 +81,7 @@ def test_resync_unchanged_edited_deleted_renamed(settings: Settings, corpus: Pat
     assert hits[0].path == str(fog) and "siren" in hits[0].text
     assert not any("diaphone" in s.text for s in rag.search("diaphone grunt", k=5))
     assert not any(s.path.endswith("bell-rock.md") for s in rag.search("Bell Rock 1811", k=5))
-    assert rag.workspace.check_indexes().ok
+    assert rag.workspace.indexes.check().ok
 
 
 def test_sync_of_a_subfolder_leaves_the_rest_alone(settings: Settings, corpus: Path) -> None:
@@ -133,10 +133,10 @@ def test_index_check_detects_a_broken_index_and_rebuild_repairs_it(settings: Set
     damaged.remove_ids(faiss.IDSelectorBatch(np.array([damaged.id_map.at(0)], dtype=np.int64)))
     faiss.write_index(damaged, str(index_file))
 
-    check = Rag(settings).workspace.check_indexes()
+    check = Rag(settings).workspace.indexes.check()
     assert not check.ok and "MISMATCH" in check.describe()
-    assert Rag(settings).workspace.rebuild_indexes() == check.db_count
-    assert Rag(settings).workspace.check_indexes().ok
+    assert Rag(settings).workspace.indexes.rebuild() == check.db_count
+    assert Rag(settings).workspace.indexes.check().ok
 
 
 def test_a_missing_index_is_rebuilt_from_sql_on_open(settings: Settings, corpus: Path) -> None:
@@ -145,8 +145,8 @@ def test_a_missing_index_is_rebuilt_from_sql_on_open(settings: Settings, corpus:
     shutil.rmtree(settings.index_dir)
     fresh = Rag(settings)
     assert fresh.search("dovetailed granite", k=1)[0].path.endswith("eddystone.txt")
-    fresh.workspace.reconcile()
-    assert fresh.workspace.check_indexes().ok
+    fresh.workspace.indexes.reconcile()
+    assert fresh.workspace.indexes.check().ok
     assert VectorIndex.open(current_folder(settings.index_dir), 384, settings.embedder, settings).count > 0
 
 
@@ -157,7 +157,7 @@ def test_deleting_a_document_removes_it_from_search(settings: Settings, corpus: 
     assert rag.delete_document(doc.id)
     assert not any(s.document_id == doc.id for s in rag.search("dovetailed granite Smeaton", k=5))
     assert not rag.delete_document(doc.id)
-    assert rag.workspace.check_indexes().ok
+    assert rag.workspace.indexes.check().ok
 
 
 def test_a_path_that_does_not_exist_is_an_error(sqlite_settings: Settings, tmp_path: Path) -> None:
@@ -199,7 +199,7 @@ def test_a_copy_under_another_name_is_reported_and_ingested_once_the_original_go
     assert (last.added, last.deleted, last.duplicates) == (1, 1, [])
     assert paths_in(rag) == {str(b)}
     assert rag.search("Who painted the Skerry light?", k=1)[0].path == str(b)
-    assert rag.workspace.check_indexes().ok
+    assert rag.workspace.indexes.check().ok
 
 
 def test_a_file_changed_into_a_copy_loses_its_old_row_and_chunks(settings: Settings, tmp_path: Path) -> None:
@@ -216,7 +216,7 @@ def test_a_file_changed_into_a_copy_loses_its_old_row_and_chunks(settings: Setti
     assert (summary.updated, summary.deleted, summary.documents) == (0, 0, 2)
     assert str(fog) not in paths_in(rag)
     assert not any("diaphone" in s.text for s in rag.search("diaphone fog horn grunt", k=5))
-    assert rag.workspace.check_indexes().ok
+    assert rag.workspace.indexes.check().ok
 
 
 def test_a_copy_of_content_its_original_loses_in_the_same_run_is_ingested(
@@ -235,4 +235,4 @@ def test_a_copy_of_content_its_original_loses_in_the_same_run_is_ingested(
 
     summary = rag.ingest([folder])
     assert (summary.added, summary.updated, summary.duplicates) == (2, 2, [])
-    assert summary.documents == 4 and rag.workspace.check_indexes().ok
+    assert summary.documents == 4 and rag.workspace.indexes.check().ok

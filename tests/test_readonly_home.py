@@ -103,11 +103,11 @@ def filled(tmp_path_factory: pytest.TempPathFactory, docs: Path) -> Path:
     summary = rag.ingest([docs])
     assert summary.added == 2 and not summary.failed
     answer = make_answer()
-    with transaction(rag.workspace.sessions) as s:
+    with transaction(rag.workspace.database.sessions) as s:
         record = AnswerRecord(id=answer.id, question=answer.question, answer=answer.answer)
         s.add(record)
         record.risk, record.flagged, record.report = 0.0, False, answer.to_dict()
-    rag.workspace.engine.dispose()
+    rag.workspace.close()
     return home.resolve()
 
 

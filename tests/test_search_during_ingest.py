@@ -88,7 +88,7 @@ def test_searches_during_an_in_process_ingest_agree_with_sql(
     assert not errors, repr(errors[0])
     assert len(results) > ROUNDS * READERS  # the readers really ran alongside the writer
 
-    with rag.workspace.sessions() as s:
+    with rag.workspace.database.sessions() as s:
         rows = {c.id: (c.text, d.id, d.path) for c, d in s.execute(select(Chunk, Document).join(Document))}
         sql_ids = chunk_ids(s)
     for mode, sources in results:
@@ -102,6 +102,7 @@ def test_searches_during_an_in_process_ingest_agree_with_sql(
             assert rows[x.chunk_id] == (x.text, x.document_id, x.path)
 
     # Nothing lost or doubled in memory, and what was saved is what SQL holds.
-    ws = rag.workspace
-    assert ws.vectors.count == len(ws.lexical) == len(sql_ids) == len(set(ws.vectors.ids().tolist()))
-    assert ws.check_indexes().ok
+    indexes = rag.workspace.indexes
+    in_memory = indexes.vectors.ids().tolist()
+    assert len(in_memory) == len(set(in_memory)) == len(indexes.lexical) == len(sql_ids)
+    assert indexes.check().ok

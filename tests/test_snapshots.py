@@ -45,7 +45,7 @@ def vector(tag: str, ordinal: int) -> np.ndarray:
 
 def open_workspace(settings: Settings) -> Workspace:
     ws = Workspace(settings)
-    ws.__dict__["embedding_dim"] = DIM  # no model: the stored vectors are DIM wide
+    ws.indexes.__dict__["dim"] = DIM  # no model: the stored vectors are DIM wide
     return ws
 
 
@@ -53,9 +53,9 @@ def add_document(ws: Workspace, tag: str, n: int) -> list[int]:
     """One document of ``n`` chunks in SQL and in the in-memory indexes (not yet saved)."""
     texts = [f"entry {i} of {tag}: {word(tag, i)}" for i in range(n)]
     vectors = np.stack([vector(tag, i) for i in range(n)])
-    with ws.write_lock():
-        ws.vectors  # noqa: B018  (loaded first, as an ingest does, or the load would add these from SQL)
-        with transaction(ws.sessions) as s:
+    with ws.write_lock.held():
+        ws.indexes.vectors  # noqa: B018  (loaded first, as an ingest does, or the load would add these from SQL)
+        with transaction(ws.database.sessions) as s:
             doc = Document(
                 path=f"/{tag}.txt", sha256=tag, size=n, mtime=0.0, mime="text/plain", doc_type="txt"
             )
@@ -66,7 +66,7 @@ def add_document(ws: Workspace, tag: str, n: int) -> list[int]:
             s.add(doc)
             s.flush()
             ids = [c.id for c in doc.chunks]
-        ws.add_to_indexes(np.array(ids, dtype=np.int64), vectors, texts)
+        ws.indexes.add(np.array(ids, dtype=np.int64), vectors, texts)
     return ids
 
 
@@ -83,48 +83,49 @@ def manifest_of(settings: Settings, name: str) -> dict[str, object]:
 
 def finds(ws: Workspace, tag: str, ordinal: int, chunk_id: int) -> tuple[bool, bool]:
     """Whether dense search for the chunk's vector and BM25 for its word both find it first."""
-    ws.vectors  # noqa: B018  (loaded before reading: loading takes the write side)
-    with ws.reading():
-        dense = ws.vectors.search(vector(tag, ordinal), 1)
-        lexical = ws.lexical.search(word(tag, ordinal), 1)
+    ws.indexes.vectors  # noqa: B018  (loaded before reading: loading takes the write side)
+    with ws.indexes.reading():
+        dense = ws.indexes.vectors.search(vector(tag, ordinal), 1)
+        lexical = ws.indexes.lexical.search(word(tag, ordinal), 1)
     return bool(dense) and dense[0][0] == chunk_id, bool(lexical) and lexical[0][0] == chunk_id
 
 
 def test_a_second_workspace_switches_whole_at_its_next_refresh(settings: Settings) -> None:
     writer = open_workspace(settings)
     a = add_document(writer, "a", 3)
-    writer.save_indexes()
+    writer.indexes.save()
     first = snapshots.current_name(settings.index_dir)
     assert first is not None and on_disk(settings) == [first]
 
     reader = Workspace(settings)  # its dimension comes from the snapshot's manifest
     assert finds(reader, "a", 0, a[0]) == (True, True)
-    assert reader.loaded_snapshot == first
+    assert reader.indexes.loaded_snapshot == first
 
     b = add_document(writer, "b", 2)
-    writer.save_indexes()
+    writer.indexes.save()
     c = add_document(writer, "c", 2)
-    writer.save_indexes()
+    writer.indexes.save()
     latest = snapshots.current_name(settings.index_dir)
     assert latest is not None and snapshots.seq_of(latest) == snapshots.seq_of(first) + 2
     # The reader still holds the first; the one between, which nobody held, is gone.
     assert on_disk(settings) == [first, latest]
     assert finds(reader, "c", 1, c[1]) == (False, False)  # no refresh yet: what it loaded
 
-    reader.refresh()
-    assert reader.loaded_snapshot == latest
+    reader.indexes.refresh()
+    assert reader.indexes.loaded_snapshot == latest
     manifest = manifest_of(settings, latest)
     lexical = manifest["lexical"]
     assert isinstance(lexical, dict)
-    with reader.reading():
-        assert reader.vectors.count == len(reader.lexical) == manifest["count"] == len(a + b + c)
-        assert reader.lexical.checksum() == lexical["checksum"] == manifest["checksum"]
+    indexes = reader.indexes
+    with indexes.reading():
+        assert indexes.vectors.count == len(indexes.lexical) == manifest["count"] == len(a + b + c)
+        assert indexes.lexical.checksum() == lexical["checksum"] == manifest["checksum"]
     assert finds(reader, "c", 1, c[1]) == (True, True)
     assert finds(reader, "b", 0, b[0]) == (True, True)
 
-    writer.reconcile()  # a writer's open collects what nobody holds any more
+    writer.indexes.reconcile()  # a writer's open collects what nobody holds any more
     assert on_disk(settings) == [latest]
-    assert reader.check_indexes().ok
+    assert reader.indexes.check().ok
     writer.close()
     reader.close()
 
@@ -135,23 +136,23 @@ def test_an_old_flat_index_opens_and_the_first_writer_republishes_it(settings: S
     ws = open_workspace(settings)
     ids = add_document(ws, "old", 4)
     index_dir = settings.index_dir
-    ws.vectors.save(index_dir)  # exactly the files and folder the flat layout had
-    ws.lexical.save(index_dir / snapshots.LEXICAL_DIR)
+    ws.indexes.vectors.save(index_dir)  # exactly the files and folder the flat layout had
+    ws.indexes.lexical.save(index_dir / snapshots.LEXICAL_DIR)
     ws.close()
 
     reader = Workspace(settings)
-    assert reader.check_indexes().ok
+    assert reader.indexes.check().ok
     assert finds(reader, "old", 3, ids[3]) == (True, True)
-    assert reader.loaded_snapshot is None and snapshots.current_name(index_dir) is None
+    assert reader.indexes.loaded_snapshot is None and snapshots.current_name(index_dir) is None
 
     writer = Workspace(settings)
-    writer.reconcile()
+    writer.indexes.reconcile()
     name = snapshots.current_name(index_dir)
     assert name is not None and on_disk(settings) == [name]
     assert not (index_dir / INDEX_FILE).exists() and not (index_dir / snapshots.LEXICAL_DIR).exists()
-    assert writer.check_indexes().ok
-    reader.refresh()
-    assert reader.loaded_snapshot == name and finds(reader, "old", 1, ids[1]) == (True, True)
+    assert writer.indexes.check().ok
+    reader.indexes.refresh()
+    assert reader.indexes.loaded_snapshot == name and finds(reader, "old", 1, ids[1]) == (True, True)
     reader.close()
     writer.close()
 
@@ -171,11 +172,11 @@ from rag.models import Chunk, Document
 import threading
 
 ws = Workspace(Settings(home=Path(sys.argv[1]), database_url=sys.argv[2] or None))
-ws.vectors
-print("loaded", ws.loaded_snapshot, flush=True)
+ws.indexes.vectors
+print("loaded", ws.indexes.loaded_snapshot, flush=True)
 
 def ids_of(tag):
-    with ws.sessions() as s:
+    with ws.database.sessions() as s:
         q = select(Chunk.id).join(Document).where(Document.sha256 == tag).order_by(Chunk.ordinal)
         return list(s.scalars(q))
 
@@ -185,18 +186,19 @@ for line in sys.stdin:
         tag, n = args[0], int(args[1])
         ids = ids_of(tag)
         bad = [i for i in range(n) if finds(ws, tag, i, ids[i]) != (True, True)]
-        print("checked", ws.loaded_snapshot, bad, flush=True)
+        print("checked", ws.indexes.loaded_snapshot, bad, flush=True)
     elif cmd == "loop":
-        seen, errors, stop = [ws.loaded_snapshot], [], threading.Event()
+        seen, errors, stop = [ws.indexes.loaded_snapshot], [], threading.Event()
         a_ids = ids_of("a")
         def run():
             try:
                 while not stop.is_set():
-                    ws.refresh()
-                    if seen[-1] != ws.loaded_snapshot:
-                        seen.append(ws.loaded_snapshot)
-                    with ws.reading():
-                        assert sorted(ws.vectors.ids().tolist()) == sorted(ws.lexical.ids().tolist())
+                    ws.indexes.refresh()
+                    if seen[-1] != ws.indexes.loaded_snapshot:
+                        seen.append(ws.indexes.loaded_snapshot)
+                    with ws.indexes.reading():
+                        vectors, lexical = ws.indexes.vectors, ws.indexes.lexical
+                        assert sorted(vectors.ids().tolist()) == sorted(lexical.ids().tolist())
                     assert finds(ws, "a", 2, a_ids[2]) == (True, True)
             except BaseException as exc:
                 errors.append(repr(exc))
@@ -240,7 +242,7 @@ def loaded(proc: subprocess.Popen[str]) -> str:
 def test_snapshots_held_by_reader_processes_stay_until_they_switch_or_die(settings: Settings) -> None:
     writer = open_workspace(settings)
     add_document(writer, "a", 5)
-    writer.save_indexes()
+    writer.indexes.save()
     holder = start_reader(settings)  # holds A and never refreshes
     looper = start_reader(settings)  # refreshes and searches all the while
     try:
@@ -252,7 +254,7 @@ def test_snapshots_held_by_reader_processes_stay_until_they_switch_or_die(settin
         published = [a]
         for tag in "bcdef":
             add_document(writer, tag, 5)
-            writer.save_indexes()
+            writer.indexes.save()
             published.append(str(snapshots.current_name(settings.index_dir)))
             assert a in on_disk(settings), "a snapshot a process holds was collected"
         assert ask(holder, "check a 5") == f"checked {a} []"  # searching what it loaded, unchanged
@@ -268,14 +270,14 @@ def test_snapshots_held_by_reader_processes_stay_until_they_switch_or_die(settin
         assert {a, published[-1]} <= set(on_disk(settings)) <= set(published)
         holder.kill()  # as the OOM killer would: its lock goes with it
         holder.wait()
-        writer.reconcile()
+        writer.indexes.reconcile()
         assert on_disk(settings) == [published[-1]]
     finally:
         for proc in (holder, looper):
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-    assert writer.check_indexes().ok
+    assert writer.indexes.check().ok
     writer.close()
 
 
@@ -288,10 +290,10 @@ from pathlib import Path
 from rag.config import Settings
 from tests.test_snapshots import open_workspace
 ws = open_workspace(Settings(home=Path(sys.argv[1]), database_url=sys.argv[2] or None))
-ws.vectors
+ws.indexes.vectors
 print("saving", flush=True)
 while True:
-    ws.save_indexes()
+    ws.indexes.save()
 """
 
 
@@ -304,7 +306,7 @@ def test_a_writer_killed_mid_save_leaves_current_complete(sqlite_settings: Setti
     ws = open_workspace(settings)
     for tag in ("x", "y", "z"):
         add_document(ws, tag, 5000)  # big enough that a save takes a while (~30 ms here)
-    ws.save_indexes()
+    ws.indexes.save()
     ws.close()
     rng = random.Random(int(os.environ.get("RAG_CRASH_SEED", "5")))
     partial_left = 0
@@ -337,16 +339,17 @@ def test_a_writer_killed_mid_save_leaves_current_complete(sqlite_settings: Setti
         assert (folder / MANIFEST_FILE).exists() and (folder / snapshots.LEXICAL_DIR / MANIFEST_FILE).exists()
         partial_left += any(n > current for n in on_disk(settings))
         reader = Workspace(settings)
-        assert reader.check_indexes().ok, reader.check_indexes().describe()
-        assert reader.vectors.count == len(reader.lexical) == 15000 and reader.loaded_snapshot == current
+        indexes = reader.indexes
+        assert indexes.check().ok, indexes.check().describe()
+        assert indexes.vectors.count == len(indexes.lexical) == 15000 and indexes.loaded_snapshot == current
         reader.close()
     print(f"\n{partial_left} of {TRIALS} kills left a partly written snapshot behind")
     assert partial_left > 0, "no kill landed inside a save"
 
     writer = Workspace(settings)
-    writer.reconcile()  # in step with SQL: nothing saved, the partial folders collected
+    writer.indexes.reconcile()  # in step with SQL: nothing saved, the partial folders collected
     assert on_disk(settings) == [snapshots.current_name(settings.index_dir)]
-    assert writer.check_indexes().ok
+    assert writer.indexes.check().ok
     writer.close()
 
 
@@ -356,18 +359,18 @@ def test_without_leases_the_newest_snapshots_are_kept_by_age(sqlite_settings: Se
     settings = sqlite_settings.model_copy(update={"index_keep_snapshots": 2, "index_trust_leases": False})
     writer = open_workspace(settings)
     add_document(writer, "a", 2)
-    writer.save_indexes()
+    writer.indexes.save()
     reader = Workspace(settings)
-    assert reader.vectors.count == 2
-    held = reader.loaded_snapshot
+    assert reader.indexes.vectors.count == 2
+    held = reader.indexes.loaded_snapshot
     names = []
     for tag in "bcd":
         add_document(writer, tag, 2)
-        writer.save_indexes()
+        writer.indexes.save()
         names.append(snapshots.current_name(settings.index_dir))
     assert held not in on_disk(settings) and on_disk(settings) == names[-2:]
-    reader.refresh()
-    assert reader.loaded_snapshot == names[-1] and reader.vectors.count == 8
+    reader.indexes.refresh()
+    assert reader.indexes.loaded_snapshot == names[-1] and reader.indexes.vectors.count == 8
     writer.close()
     reader.close()
 
@@ -376,7 +379,7 @@ def test_an_unpublished_folder_is_never_read(sqlite_settings: Settings) -> None:
     """A folder newer than CURRENT (a save that never finished) is invisible to readers."""
     ws = open_workspace(sqlite_settings)
     ids = add_document(ws, "a", 2)
-    ws.save_indexes()
+    ws.indexes.save()
     current = snapshots.current_name(sqlite_settings.index_dir)
     lease = snapshots.create(sqlite_settings.index_dir)  # as a killed writer leaves it
     assert lease.name is not None and lease.name > str(current)
@@ -384,9 +387,9 @@ def test_an_unpublished_folder_is_never_read(sqlite_settings: Settings) -> None:
     LexicalIndex().save(lease.folder / snapshots.LEXICAL_DIR)
     lease.release()
     reader = Workspace(sqlite_settings)
-    assert finds(reader, "a", 1, ids[1]) == (True, True) and reader.loaded_snapshot == current
-    assert reader.check_indexes().ok
-    ws.reconcile()
+    assert finds(reader, "a", 1, ids[1]) == (True, True) and reader.indexes.loaded_snapshot == current
+    assert reader.indexes.check().ok
+    ws.indexes.reconcile()
     assert on_disk(sqlite_settings) == [current]
     ws.close()
     reader.close()

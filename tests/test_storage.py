@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from rag.cli import app
 from rag.config import Settings
+from rag.database import Database
 from rag.db import alembic_config, make_engine, transaction
 from rag.models import Base, Chunk, Document
 from rag.workspace import Workspace
@@ -45,12 +46,12 @@ def test_a_brand_new_workspace_checks_ok_but_unsaved_chunks_do_not(settings: Set
     assert not (settings.home / "index").exists()  # checked without loading a model or saving
 
     ws = Workspace(settings)
-    with transaction(ws.sessions) as s:
+    with transaction(ws.database.sessions) as s:
         doc = Document(path="/a.md", sha256="0" * 64, size=1, mtime=0.0, mime="text/markdown", doc_type="md")
         doc.chunks = [Chunk(ordinal=0, text="a", char_start=0, char_end=1, token_count=1, embedding=b"")]
         s.add(doc)
-    check = ws.check_indexes()
-    ws.engine.dispose()
+    check = ws.indexes.check()
+    ws.close()
     assert not check.ok and (check.db_count, check.index_count) == (1, 0)
 
 
@@ -61,11 +62,11 @@ def test_updated_at_is_utc_with_an_offset_on_every_backend(settings: Settings) -
 
     from rag.store import document_infos
 
-    ws = Workspace(settings)
-    with transaction(ws.sessions) as s:
+    db = Database(settings)
+    with transaction(db.sessions) as s:
         s.add(Document(path="/a.md", sha256="", size=1, mtime=0.0, mime="text/markdown", doc_type="md"))
-    with ws.sessions() as s:
+    with db.sessions() as s:
         (info,) = document_infos(s)
-    ws.engine.dispose()
+    db.close()
     assert info.updated_at.utcoffset() == timedelta(0)
     assert info.updated_at.isoformat().endswith("+00:00")

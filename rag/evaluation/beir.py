@@ -257,7 +257,7 @@ def evaluate_product(
         metrics = evaluate_search(
             dataset, search, k, query_ids, progress=lambda done, total: progress("queries", done, total)
         )
-        rag.workspace.engine.dispose()
+        rag.workspace.database.close()
     cfg = rag.settings
     return ProductResult(metrics, k, len(doc_ids), summary.chunks, cfg.retrieval_mode, cfg.fusion_method)
 
