@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from rag.ingestion import IngestSummary
+from rag.ingest_records import IngestSummary
 from rag.inputs import (
     MAX_ANSWER_CHARS,
     MAX_ANSWER_TOKENS,
@@ -163,7 +163,7 @@ class AttributeRequest(_Request):
         return self
 
 
-# responses: the library's types (rag.types, rag.store, rag.ingestion), and wrappers of them -----------
+# responses: the library's types (rag.types, rag.store, rag.ingest_records), and wrappers of them -----------
 
 
 class AnswerList(BaseModel):

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rag.config import Settings
-from rag.ingestion import Ingestor, IngestSummary, ProgressFn
+from rag.ingest_records import IngestSummary, ProgressFn
+from rag.ingestion import Ingestor
 from rag.inputs import MAX_ANSWER_CHARS, check_text, unclean, valid_id
 from rag.retrieve import Filters, Retriever
 from rag.store import AnswerSummary, DocumentInfo, answer_summaries, chunk_texts, document_infos, sources_for

@@ -3,7 +3,7 @@
 FAISS and the BM25 segments are not safe to read while they are being changed (a BM25 search walks
 the delta dict that ``add`` grows; a FAISS add may reallocate the arrays a search is scanning), yet
 searches on the retrieval pool must not queue behind one another. Writer-preferring, so a steady
-stream of searches cannot starve an ingest. The writer side is re-entrant (``save_indexes`` runs
+stream of searches cannot starve an ingest. The writer side is re-entrant (``IndexSet.save`` runs
 inside ``reconcile``), and a thread that holds it may also read; the reader side is re-entrant too.
 """
 
