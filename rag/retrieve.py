@@ -76,6 +76,7 @@ class Retriever:
             sources = sources_for(s, hits[:k])
             relevance = 0.0
             if sources:
+                # stored by this embedder (checked above), so as wide as the query's vector
                 _, vectors = chunk_vectors(s, np.array([x.chunk_id for x in sources]), len(vector))
                 relevance = float((vectors @ vector).max())
         return Retrieval(sources, relevance)
