@@ -30,7 +30,6 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -388,14 +387,8 @@ class Service:
         await self._on_writer_thread(self._delete_document, document_id)
 
     def _delete_document(self, document_id: int) -> None:
-        """Remove it from SQL and the indexes; an uploaded document's stored file goes too."""
-        info = self.rag.document(document_id)
-        self.rag.workspace.indexes.refresh()  # delete from, and then save, the newest index
-        if info is None or not self.rag.delete_document(document_id):
+        if not self.rag.delete_document(document_id):
             raise HTTPException(404, f"no document with id {document_id}")
-        path = Path(info.path)
-        if path.parent == self.settings.uploads_dir:
-            path.unlink(missing_ok=True)
 
     async def upload(self, files: list[UploadFile]) -> IngestSummaryOut:
         for f in files:

@@ -172,16 +172,23 @@ class Rag:
         return found[0] if found else None
 
     def delete_document(self, document_id: int) -> bool:
-        """Remove a document's chunks from SQL and the indexes; the indexes are saved at once."""
+        """Remove a document's chunks from SQL and the indexes, saved at once; False when there is no
+        such document. A file that an upload stored in the workspace goes too: nothing else refers to
+        it, and a file elsewhere is the user's own, left alone."""
         if not valid_id(document_id):
             return False
         ws = self.workspace
         with ws.write_lock.held():
-            deleted = ws.documents.delete(document_id)
-            if deleted:
-                ws.indexes.save()
+            info = self.document(document_id)
+            ws.indexes.refresh()  # delete from, and then save, the newest snapshot
+            if info is None or not ws.documents.delete(document_id):
+                return False
+            ws.indexes.save()
+            stored = Path(info.path)
+            if stored.parent == self.settings.uploads_dir:
+                stored.unlink(missing_ok=True)
         self._forget_gone_chunks()
-        return deleted
+        return True
 
     def _forget_gone_chunks(self) -> None:
         """Free the cached KV of chunks no longer in SQL as they were (deleted or re-ingested). Only

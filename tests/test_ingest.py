@@ -236,3 +236,24 @@ def test_a_copy_of_content_its_original_loses_in_the_same_run_is_ingested(
     summary = rag.ingest([folder])
     assert (summary.added, summary.updated, summary.duplicates) == (2, 2, [])
     assert summary.documents == 4 and rag.workspace.indexes.check().ok
+
+
+def test_deleting_a_document_removes_its_uploaded_file_but_never_the_users_own(
+    settings: Settings, corpus: Path
+) -> None:
+    """The rule lives in the library, so `rag docs rm` and DELETE /v1/documents/{id} both keep it."""
+    uploads = settings.uploads_dir
+    uploads.mkdir(parents=True, exist_ok=True)
+    stored = make_tree(uploads, {"ab12-lamp.txt": "The lamp room holds a first-order Fresnel lens.\n"})
+    stored_file = stored / "ab12-lamp.txt"
+    rag = Rag(settings)
+    rag.ingest([corpus, stored_file])
+    ids = {Path(d.path).name: d.id for d in rag.documents()}
+
+    assert rag.delete_document(ids["ab12-lamp.txt"])
+    assert not stored_file.exists()
+    assert rag.delete_document(ids["eddystone.txt"])
+    assert (corpus / "beacons/eddystone.txt").exists()
+    assert not rag.delete_document(ids["eddystone.txt"])
+    assert paths_in(rag) == {str(corpus / "beacons/bell-rock.md"), str(corpus / "beacons/notes/fog.md")}
+    assert rag.workspace.indexes.check().ok
