@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # chunks then do not attend to one another. bench prefill measures what it costs and saves.
     prefill: Literal["full", "parallel"] = Field("full", description="how the prompt's chunks are encoded")
     kv_cache_mb: int = Field(256, ge=0, description="memory for cached chunk KV in parallel prefill")
+    # > 0: units also kept in HOME/kv/<model>/ and read back by later processes (rag/kvcache.py)
+    kv_disk_mb: int = Field(0, ge=0, description="disk for cached chunk KV in parallel prefill; 0 = off")
     # > 1: concurrent asks are decoded together, up to this many per forward (rag/batching.py)
     batch_max: int = Field(1, ge=1, le=64, description="asks decoded in one batch; 1 decodes each alone")
     max_new_tokens: int = Field(160, ge=1, le=2048)
