@@ -276,7 +276,7 @@ def index_rebuild(
 
     with progress_bar("chunk", "re-embedding") as progress:
         count = run_re_embed(rag.workspace, progress)
-    typer.echo(f"re-embedded {count} chunks with '{rag.settings.embedder}' and rebuilt the index")
+    typer.echo(f"re-embedded {count} chunks with '{rag.settings.embedder_id}' and rebuilt the index")
 
 
 @app.command()

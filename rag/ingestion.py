@@ -466,7 +466,7 @@ class Ingestor:
             ]
             doc.chunks = rows
             if not self._embedder_claimed:  # the one place chunks are written (a Ray run's too)
-                claim(s, self.ws.settings.embedder, int(vectors.shape[1]))
+                claim(s, self.ws.settings.embedder_id, int(vectors.shape[1]))
             s.flush()
             ids = np.array([r.id for r in rows], dtype=np.int64)
         self._embedder_claimed = True

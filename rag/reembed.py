@@ -41,5 +41,5 @@ def re_embed(ws: Workspace, progress: ProgressFn | None = None) -> int:
                     s.execute(update(Chunk), rows)
                 if progress:
                     progress(start + len(pairs), len(ids))
-            write_record(s, EmbedderRecord(ws.settings.embedder, embedder.dim))
+            write_record(s, EmbedderRecord(ws.settings.embedder_id, embedder.dim))
         return ws.rebuild_indexes()

@@ -202,8 +202,7 @@ class Workspace:
         # `rag docs list` and the crash tests' checks never need the model.
         from rag.embedding import Embedder
 
-        s = self.settings
-        return Embedder(s.embedder, device=s.device, batch_size=s.embed_batch_size)
+        return Embedder.from_settings(self.settings)
 
     @cached_property
     def embedding_dim(self) -> int:
