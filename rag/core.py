@@ -87,6 +87,7 @@ class Rag:
                 batcher = DecodeBatcher(generator, batch) if batch > 1 else None
                 database = self.workspace.database
                 self._pipeline = AnswerPipeline(self.settings, database, generator, detector, batcher)
+                self._forget_gone_chunks()  # disk units of chunks deleted while no generator was loaded
             return self._pipeline
 
     def ask(
@@ -192,7 +193,7 @@ class Rag:
 
     def _forget_gone_chunks(self) -> None:
         """Free the cached KV of chunks no longer in SQL as they were (deleted or re-ingested). Only
-        memory is at stake: a cache key holds the chunk's token hash, so nothing stale is ever served."""
+        space is at stake: a cache key holds the chunk's token hash, so nothing stale is ever served."""
         pipeline = self._pipeline
         if pipeline is None:
             return

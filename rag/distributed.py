@@ -55,6 +55,8 @@ class StageConfig:
     embedder: str
     device: str
     embed_batch_size: int
+    embed_backend: str
+    models_dir: str
     chunk_tokens: int
     chunk_overlap: int
     max_file_chunks: int
@@ -105,7 +107,8 @@ class _ChunkAndEmbed:
     def __init__(self, config: StageConfig) -> None:
         from rag.embedding import Embedder
 
-        self.embedder = Embedder(config.embedder, device=config.device, batch_size=config.embed_batch_size)
+        self.embedder = Embedder(config.embedder, device=config.device, batch_size=config.embed_batch_size,
+                                 backend=config.embed_backend, models_dir=Path(config.models_dir))
         self.chunker = make_chunker(self.embedder, config.chunk_tokens, config.chunk_overlap)
         self.max_chunks = config.max_file_chunks
 
@@ -340,6 +343,8 @@ class RayIngestor(Ingestor):
             cfg.embedder,
             cfg.device,
             cfg.embed_batch_size,
+            cfg.embed_backend,
+            str(cfg.models_dir),
             cfg.chunk_tokens,
             cfg.chunk_overlap,
             cfg.max_file_chunks,

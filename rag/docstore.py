@@ -65,7 +65,7 @@ class DocumentStore:
             ]
             doc.chunks = rows
             if claim_embedder:
-                claim(s, self.database.settings.embedder, int(vectors.shape[1]))
+                claim(s, self.database.settings.embedder_id, int(vectors.shape[1]))
             s.flush()
             ids = np.array([r.id for r in rows], dtype=np.int64)
         self.indexes.remove(removed)

@@ -5,7 +5,9 @@ the model's name and dimension (table ``workspace_meta``) in the transaction tha
 chunks. A search, ask, ingest or index command under another ``RAG_EMBEDDER`` is then refused with
 one line that says how to get out (set it back, or ``rag index rebuild --re-embed``), instead of
 filling the index with one model's vectors and querying it with another's. Names are compared as
-given: the same model as a package spec and as a local path counts as two embedders.
+given: the same model as a package spec and as a local path counts as two embedders. The name is
+``Settings.embedder_id``: the spec, with ``+onnx-int8`` under RAG_EMBED_BACKEND=onnx-int8, whose
+vectors differ from the model's own (see there why plain ONNX shares the spec's name).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rag import snapshots
-from rag.config import Settings
+from rag.config import ONNX_INT8, Settings
 from rag.db import transaction
 from rag.index import read_manifest
 from rag.models import Chunk, WorkspaceMeta
@@ -39,9 +41,14 @@ class EmbedderMismatch(RuntimeError):
     def __init__(self, recorded: EmbedderRecord, configured: str) -> None:
         self.recorded = recorded
         self.configured = configured
+        made, undo = f"RAG_EMBEDDER is '{configured}'", f"set RAG_EMBEDDER back to '{recorded.name}'"
+        if ONNX_INT8 in recorded.name + configured:
+            made = (f"RAG_EMBEDDER and RAG_EMBED_BACKEND make '{configured}' ('{ONNX_INT8}': "
+                    "RAG_EMBED_BACKEND=onnx-int8)")
+            undo = f"set them back to make '{recorded.name}'"
         super().__init__(
             f"this workspace's chunks were embedded with '{recorded.name}' ({recorded.dim} dimensions) "
-            f"but RAG_EMBEDDER is '{configured}': set RAG_EMBEDDER back to '{recorded.name}', or run "
+            f"but {made}: {undo}, or run "
             f"'rag index rebuild --re-embed' to embed every chunk again with '{configured}'"
         )
 
@@ -90,17 +97,17 @@ def check(sessions: sessionmaker[Session], settings: Settings, can_write: bool) 
     stored vectors. The adopted record is written down where the database can be written."""
     with sessions() as s:
         record = read_record(s)
-        dim = stored_dim(s) if record is None or record.name != settings.embedder else None
+        dim = stored_dim(s) if record is None or record.name != settings.embedder_id else None
     if record is None:
         if dim is None:
             return None
-        record = EmbedderRecord(saved_index_model(settings.index_dir) or settings.embedder, dim)
+        record = EmbedderRecord(saved_index_model(settings.index_dir) or settings.embedder_id, dim)
         if can_write:
             record = _adopt(sessions, record)
-    elif record.name != settings.embedder and dim is None:
+    elif record.name != settings.embedder_id and dim is None:
         return None  # every chunk is gone: nothing to mix up; the next ingest records its own
-    if record.name != settings.embedder:
-        raise EmbedderMismatch(record, settings.embedder)
+    if record.name != settings.embedder_id:
+        raise EmbedderMismatch(record, settings.embedder_id)
     return record
 
 

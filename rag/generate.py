@@ -42,7 +42,7 @@ from rag.inputs import (
     MAX_QUESTION_CHARS,
     MAX_QUESTION_TOKENS,
 )
-from rag.kvcache import KV, ChunkKVCache, UnitKey, rope_of, shift_keys
+from rag.kvcache import KV, ChunkKVCache, KVDisk, UnitKey, model_folder, rope_of, shift_keys
 from rag.loading import load_causal_lm
 from rag.textstream import TextStream
 from rag.types import BadInput, Source
@@ -215,6 +215,8 @@ class Generator:
         stop_strings: Sequence[str] | None = None,
         prefill: str = "full",
         kv_cache_mb: int = 256,
+        kv_disk: Path | None = None,
+        kv_disk_mb: int = 0,
     ) -> None:
         if not tokenizer.is_fast:
             raise ValueError("the generator needs a fast tokenizer (offset mappings locate each chunk)")
@@ -240,7 +242,11 @@ class Generator:
         if prefill == "parallel" and (self._rotary is None or self._prefix is None):
             raise ValueError(f"parallel prefill needs plain RoPE and a chat prefix; {self.name} has not both")
         self.prefill = prefill
-        self.chunk_kv = ChunkKVCache(kv_cache_mb << 20)
+        disk = None
+        if prefill == "parallel" and kv_disk is not None and self._prefix is not None:
+            folder = kv_disk / model_folder(self.name, model, self._prefix.token_ids)
+            disk = KVDisk.open(folder, kv_disk_mb << 20, self.device)
+        self.chunk_kv = ChunkKVCache(kv_cache_mb << 20, disk)
 
     @classmethod
     def load(cls, settings: Settings | None = None) -> Generator:
@@ -251,7 +257,8 @@ class Generator:
                                                 quantize)
         return cls(model, tokenizer, name=name, max_new_tokens=settings.max_new_tokens,
                    max_context_tokens=settings.max_context_tokens, prefill=settings.prefill,
-                   kv_cache_mb=settings.kv_cache_mb)
+                   kv_cache_mb=settings.kv_cache_mb, kv_disk=settings.home_dir / "kv",
+                   kv_disk_mb=settings.kv_disk_mb)
 
     # ---- prompt
 

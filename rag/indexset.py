@@ -78,7 +78,7 @@ class IndexSet:
         """From the saved manifest when it was made by the configured model: no model load needed."""
         manifest = read_manifest(snapshots.current_folder(self.settings.index_dir)) or {}
         try:
-            if manifest.get("model") == self.settings.embedder:
+            if manifest.get("model") == self.settings.embedder_id:
                 return int(manifest["dim"])
         except (ValueError, KeyError):
             pass
@@ -91,7 +91,7 @@ class IndexSet:
         self.database.check_embedder()
         s = self.settings
         lease = snapshots.pin(s.index_dir)
-        vi = VectorIndex.open(lease.folder, self.dim, s.embedder, s)
+        vi = VectorIndex.open(lease.folder, self.dim, s.embedder_id, s)
         try:
             lx = LexicalIndex.load(lease.folder / snapshots.LEXICAL_DIR)
         except LexicalIndexError:
@@ -176,7 +176,7 @@ class IndexSet:
         lexical = manifest.get("lexical")
         return (
             manifest.get("checksum") == checksum
-            and manifest.get("model") == self.settings.embedder
+            and manifest.get("model") == self.settings.embedder_id
             and isinstance(lexical, dict)
             and lexical.get("checksum") == checksum
         )
@@ -242,7 +242,7 @@ class IndexSet:
         self.database.check_embedder()
         with self.lock.held(), self._indexes.write():
             s = self.settings
-            vi, lx = VectorIndex(s.index_dir, self.dim, s.embedder, s), LexicalIndex()
+            vi, lx = VectorIndex(s.index_dir, self.dim, s.embedder_id, s), LexicalIndex()
             self._reconcile(vi, lx)
             self._vectors, self._lexical = vi, lx
             self.save()
@@ -265,7 +265,7 @@ class IndexSet:
         manifest: dict[str, object] = empty
         index_ids = np.zeros(0, dtype=np.int64)
         if (folder / INDEX_FILE).exists() or (folder / MANIFEST_FILE).exists():
-            on_disk = VectorIndex(folder, self.dim, self.settings.embedder, self.settings)
+            on_disk = VectorIndex(folder, self.dim, self.settings.embedder_id, self.settings)
             manifest = on_disk.read_manifest() or {}
             if on_disk.index_path.exists():
                 try:

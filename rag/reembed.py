@@ -54,5 +54,5 @@ def re_embed(
                     s.execute(update(Chunk), rows)
                 if progress:
                     progress(start + len(pairs), len(ids))
-            write_record(s, EmbedderRecord(database.settings.embedder, embedder.dim))
+            write_record(s, EmbedderRecord(database.settings.embedder_id, embedder.dim))
         return indexes.rebuild()

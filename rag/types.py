@@ -19,6 +19,9 @@ RETRIEVAL_MODES: tuple[RetrievalMode, ...] = get_args(RetrievalMode)
 FusionMethod = Literal["convex", "rrf"]
 """How hybrid retrieval fuses its two lists: min-max scores mixed by weight, or reciprocal ranks."""
 FUSION_METHODS: tuple[FusionMethod, ...] = get_args(FusionMethod)
+EmbedBackend = Literal["torch", "onnx", "onnx-int8"]
+"""What runs the embedder: torch, or ONNX Runtime with fp32 or int8 weights (rag.onnxencoder)."""
+EMBED_BACKENDS: tuple[EmbedBackend, ...] = get_args(EmbedBackend)
 AnswerKind = Literal["generated", "quotes", "refusal"]
 """An answer as generated; the verbatim evidence of a held-back draft; or no answer."""
 

@@ -32,8 +32,7 @@ class Workspace:
         # `rag docs list` and the crash tests' checks never need the model.
         from rag.embedding import Embedder
 
-        s = self.settings
-        return Embedder(s.embedder, device=s.device, batch_size=s.embed_batch_size)
+        return Embedder.from_settings(self.settings)
 
     def load_embedder(self) -> Embedder:
         """The embedder, for the stages that load it only when they need it."""

@@ -13,7 +13,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply
 from rag.config import Settings
 from rag.core import Rag
 from rag.generate import Generator
-from rag.kvcache import KV, ChunkKVCache, UnitKey, rope_of, shift_keys
+from rag.kvcache import KV, ChunkKVCache, KVDisk, UnitKey, file_name, key_of, rope_of, shift_keys
 from tests.conftest import MODELS_CACHE
 from tests.test_generate import TOPICS, load_generator, make_sources
 
@@ -21,6 +21,22 @@ from tests.test_generate import TOPICS, load_generator, make_sources
 def unit(n_tokens: int, layers: int = 2) -> KV:
     """A unit's KV: per layer (1, kvH=2, n, D=8) float32 keys and values (128 bytes per token-layer)."""
     return tuple((torch.zeros(1, 2, n_tokens, 8), torch.zeros(1, 2, n_tokens, 8)) for _ in range(layers))
+
+
+def random_unit(n_tokens: int, seed: int, layers: int = 2) -> KV:
+    g = torch.Generator().manual_seed(seed)
+    return tuple((torch.randn(1, 2, n_tokens, 8, generator=g), torch.randn(1, 2, n_tokens, 8, generator=g))
+                 for _ in range(layers))
+
+
+def assert_same_kv(a: KV | None, b: KV) -> None:
+    assert a is not None and len(a) == len(b)
+    for (ka, va), (kb, vb) in zip(a, b, strict=True):
+        assert torch.equal(ka, kb) and torch.equal(va, vb)
+
+
+def unit_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.kv"))
 
 
 def test_cache_evicts_least_recently_used_within_its_bound() -> None:
@@ -49,6 +65,69 @@ def test_retain_drops_units_of_deleted_and_changed_chunks() -> None:
     cache.retain({1: "new text under the same id", 2: "kept"})
     assert cache.chunk_ids() == {2} and len(cache) == 2
     assert cache.nbytes == sum(2 * k.numel() * 4 for kv in (unit(4), unit(1)) for k, _ in kv)
+
+
+def test_a_fresh_cache_reads_units_back_from_disk_and_keeps_them_in_memory(tmp_path: Path) -> None:
+    key, kv = UnitKey.of(7, [1, 2, 3], "chunk seven"), random_unit(5, seed=1)
+    ChunkKVCache(1 << 20, KVDisk(tmp_path, 1 << 20)).put(key, kv)
+    assert [p.name for p in unit_files(tmp_path)] == [file_name(key)]
+    fresh = ChunkKVCache(1 << 20, KVDisk(tmp_path, 1 << 20))  # another process: memory empty
+    assert len(fresh) == 0 and fresh.chunk_ids() == {7}
+    assert_same_kv(fresh.get(key), kv)
+    assert (fresh.hits, fresh.disk_hits, fresh.misses) == (1, 1, 0) and len(fresh) == 1
+    assert_same_kv(fresh.get(key), kv)  # now from memory
+    assert fresh.disk_hits == 1
+    assert fresh.get(UnitKey.of(7, [1, 2, 4], "chunk seven")) is None and fresh.misses == 1
+
+
+def test_disk_evicts_least_recently_used_files_within_its_bound(tmp_path: Path) -> None:
+    keys = [UnitKey.of(i, [i], f"text {i}") for i in range(5)]
+    probe = KVDisk(tmp_path / "probe", 1 << 20)
+    probe.put(keys[0], unit(10))
+    size = probe.nbytes
+    disk = KVDisk(tmp_path / "kv", 3 * size)
+    for key in keys[:3]:
+        disk.put(key, unit(10))
+    assert disk.get(keys[0]) is not None  # 0 is now the most recent
+    disk.put(keys[3], unit(10))
+    assert disk.nbytes == sum(p.stat().st_size for p in unit_files(disk.folder)) <= 3 * size
+    assert disk.get(keys[1]) is None and disk.chunk_ids() == {0, 2, 3}
+    disk.put(keys[4], unit(100))  # larger than the whole bound: not written, nothing evicted
+    assert len(unit_files(disk.folder)) == 3
+    reopened = KVDisk(disk.folder, 2 * size)  # a smaller bound: the oldest file by mtime goes
+    assert reopened.nbytes <= 2 * size and len(unit_files(disk.folder)) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_a_damaged_file_is_a_miss_and_is_removed(tmp_path: Path, damage: str) -> None:
+    key = UnitKey.of(3, [4, 5], "three")
+    KVDisk(tmp_path, 1 << 20).put(key, random_unit(4, seed=2))
+    (path,) = unit_files(tmp_path)
+    raw = path.read_bytes()
+    damaged = {"truncate": raw[: len(raw) // 2], "flip": raw[:-1] + bytes([raw[-1] ^ 1]),
+               "garbage": b"not a unit"}[damage]
+    path.write_bytes(damaged)
+    cache = ChunkKVCache(1 << 20, KVDisk(tmp_path, 1 << 20))
+    assert cache.get(key) is None and cache.misses == 1
+    assert not path.exists() and cache.disk is not None and cache.disk.nbytes == 0
+
+
+def test_retain_removes_the_files_of_deleted_and_changed_chunks(tmp_path: Path) -> None:
+    cache = ChunkKVCache(1 << 20, KVDisk(tmp_path, 1 << 20))
+    cache.put(UnitKey.of(1, [1, 2], "old text"), unit(4))
+    cache.put(UnitKey.of(2, [5], "kept"), unit(4))
+    cache.put(UnitKey.of(3, [6], "deleted"), unit(4))
+    cache.put(UnitKey.of(None, [7]), unit(1))
+    fresh = ChunkKVCache(1 << 20, KVDisk(tmp_path, 1 << 20))  # knows the files from their names only
+    fresh.retain({1: "new text under the same id", 2: "kept"})
+    assert fresh.chunk_ids() == {2}
+    assert {p.name for p in unit_files(tmp_path)} == {file_name(UnitKey.of(2, [5], "kept")),
+                                                      file_name(UnitKey.of(None, [7]))}
+
+
+def test_no_disk_tier_where_it_is_off(tmp_path: Path) -> None:
+    assert KVDisk.open(tmp_path / "kv", 0) is None and not (tmp_path / "kv").exists()
+    assert KVDisk.open(tmp_path / "kv", 1 << 20) is not None
 
 
 def test_a_changed_text_is_another_key() -> None:
@@ -129,6 +208,28 @@ def test_warm_cache_gives_the_cold_answer_and_full_softmaxes(parallel: Generator
 
 
 @pytest.mark.slow
+def test_a_fresh_generator_on_a_warm_disk_gives_the_cold_answer(parallel: Generator, tmp_path: Path) -> None:
+    def fresh(instruction: str = parallel.instruction) -> Generator:  # what a new process builds
+        return Generator(parallel.model, parallel.tokenizer, name=parallel.name, max_new_tokens=24,
+                         prefill="parallel", instruction=instruction, kv_disk=tmp_path, kv_disk_mb=64)
+
+    question, sources = "Where was coffee first cultivated?", make_sources()
+    cold_generator = fresh()
+    cold = cold_generator.generate(question, sources)
+    assert cold_generator.chunk_kv.misses == 6
+    (folder,) = tmp_path.iterdir()
+    assert len(unit_files(folder)) == 6
+    warm_generator = fresh()
+    assert len(warm_generator.chunk_kv) == 0
+    warm = warm_generator.generate(question, sources)
+    assert (warm_generator.chunk_kv.disk_hits, warm_generator.chunk_kv.misses) == (6, 0)
+    assert warm.token_ids == cold.token_ids and warm.text == cold.text
+    torch.testing.assert_close(warm.features, cold.features, atol=1e-5, rtol=0)
+    fresh("Answer in one word.")  # units computed after another prefix are another model's
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.slow
 def test_cache_stays_within_its_memory_bound(parallel: Generator) -> None:
     parallel.chunk_kv = ChunkKVCache(max_bytes=3 << 20)  # ~1.5 chunk bodies of SmolLM2's KV
     for question in ("How tall is Mount Etna?", "Which opening begins with 1.e4 c5?"):
@@ -143,18 +244,27 @@ def test_deleted_or_changed_chunks_leave_the_cache(tmp_path: Path) -> None:
     for title, text in TOPICS.items():
         (corpus / f"{title.lower()}.md").write_text(f"# {title}\n\n{text}\n", encoding="utf-8")
     settings = Settings(home=tmp_path / "home", models_cache=MODELS_CACHE, prefill="parallel",
-                        max_new_tokens=4, context_score_ratio=0.0, min_relevance=0.0)
+                        max_new_tokens=4, context_score_ratio=0.0, min_relevance=0.0, kv_disk_mb=64)
+
+    def on_disk() -> set[int]:
+        keys = [key_of(p.name) for p in (settings.home_dir / "kv").glob("*/*.kv")]
+        return {k.chunk_id for k in keys if k is not None and k.chunk_id is not None}
+
     rag = Rag(settings)
     rag.ingest([corpus])
     kv = rag.load_generator().generator.chunk_kv
     answer = rag.ask("How tall is Mount Etna?")
     by_doc = {s.document_id: s.chunk_id for s in answer.sources}
-    assert len(by_doc) == 3 and set(by_doc.values()) <= kv.chunk_ids()
+    assert len(by_doc) == 3 and set(by_doc.values()) <= kv.chunk_ids() and set(by_doc.values()) == on_disk()
     changed = next(d for d in rag.documents() if d.path.endswith("coffee.md"))
     Path(changed.path).write_text("# Coffee\n\nCoffee is now grown on every continent.\n", encoding="utf-8")
-    rag.ingest([corpus])  # the changed file's chunk goes from the cache, the others stay
-    assert by_doc[changed.id] not in kv.chunk_ids()
-    assert set(by_doc.values()) - {by_doc[changed.id]} <= kv.chunk_ids()
-    for doc_id in set(by_doc) - {changed.id}:
-        assert rag.delete_document(doc_id)
-    assert not set(by_doc.values()) & kv.chunk_ids()
+    rag.ingest([corpus])  # the changed file's chunk goes from the cache and the disk, the others stay
+    assert by_doc[changed.id] not in kv.chunk_ids() | on_disk()
+    assert set(by_doc.values()) - {by_doc[changed.id]} <= kv.chunk_ids() & on_disk()
+    first, second = sorted(set(by_doc) - {changed.id})
+    assert rag.delete_document(first)
+    assert by_doc[first] not in kv.chunk_ids() | on_disk()
+    assert Rag(settings).delete_document(second)  # a process without the generator: its file stays
+    assert by_doc[second] in on_disk()
+    Rag(settings).load_generator()  # until the next process that loads one
+    assert not on_disk()

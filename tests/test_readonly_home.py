@@ -235,6 +235,17 @@ def test_ask_without_a_converted_generator_says_where_before_loading_it(home: Pa
     assert not (home / "models").exists()
 
 
+def test_an_onnx_embedder_not_exported_yet_says_where(home: Path) -> None:
+    """The graph would be exported into HOME/models, which cannot be written."""
+    done = run_read_only(home, "search", "lamp", env={"RAG_EMBED_BACKEND": "onnx"})
+    assert done.returncode == 1
+    assert one_error_line(done.stderr) == (
+        f"error: the ONNX embedder is not exported yet and {home / 'models'} is read-only: run once where "
+        "it can be written, set RAG_MODELS_CACHE to a writable folder, or set RAG_EMBED_BACKEND=torch"
+    )
+    assert not (home / "models").exists()
+
+
 @pytest.fixture(scope="module")
 def converted_generator() -> None:
     """The small generator converted into the test cache beforehand (once ever), so that the ask
@@ -258,6 +269,18 @@ def test_ask_answers_and_says_first_that_the_answer_is_not_stored(
     assert snapshot(home) == before
     with sqlite3.connect(f"file:{home / 'rag.db'}?mode=ro", uri=True) as db:
         assert db.execute("select id from answers").fetchall() == [(make_answer().id,)]  # no new one
+
+
+def test_parallel_prefill_keeps_chunk_kv_in_memory_only(home: Path, converted_generator: None) -> None:
+    """The disk tier is on, but HOME/kv cannot be made: the answer comes all the same."""
+    before = snapshot(home)
+    env = {**GENERATOR_ENV, "RAG_MODELS_CACHE": str(MODELS_CACHE), "RAG_PREFILL": "parallel",
+           "RAG_KV_DISK_MB": "64", "RAG_MAX_NEW_TOKENS": "8"}
+    done = run_read_only(home, "ask", "When is the hallway lamp switched off?", env=env)
+    assert done.returncode == 0, done.stderr
+    note = f"note: answer not stored: the database {home / 'rag.db'} is read-only"
+    assert done.stderr.splitlines() == [note]
+    assert "lamp.md" in done.stdout and snapshot(home) == before and not (home / "kv").exists()
 
 
 def test_the_service_on_a_read_only_home_answers_reads_and_refuses_writes(
