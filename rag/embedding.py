@@ -3,6 +3,7 @@ torch or, with RAG_EMBED_BACKEND, by ONNX Runtime (rag/onnxencoder.py)."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,12 @@ class Embedder:
         if dim is None:
             raise RuntimeError(f"embedder '{spec}' does not report a fixed embedding size")
         self.dim: int = dim
-        # Chunk whole documents without the tokenizer complaining about their length.
-        self.model.tokenizer.model_max_length = 10**9
+        # The chunker measures whole documents in the model's tokens, so it gets a copy of the
+        # tokenizer without a length limit. The model's own stays as it is: its limit is the model's
+        # max_seq_length (raising one raised the other, and a long query or chunk then ran past the
+        # 512 position embeddings instead of being truncated at 256, as the model was trained).
+        self.chunk_tokenizer = copy.deepcopy(self.model.tokenizer)
+        self.chunk_tokenizer.model_max_length = 10**9
         self.onnx = None
         if backend != "torch" and models_dir is not None:
             self.onnx = OnnxEncoder(self.model, model_file(self.model, spec, source, models_dir, backend))
@@ -47,7 +52,8 @@ class Embedder:
 
     @property
     def tokenizer(self) -> OffsetTokenizer:
-        return self.model.tokenizer
+        """For chunking: no length limit (see ``__init__``)."""
+        return self.chunk_tokenizer
 
     @property
     def max_tokens(self) -> int:

@@ -7,9 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from rag.config import Settings
 from rag.core import Rag
+from rag.models import Chunk
 from rag.retrieve import Filters, Retrieval
 
 pytestmark = pytest.mark.slow  # loads the embedder
@@ -74,3 +76,22 @@ def test_the_generator_is_shown_only_sources_near_the_top_score(sample_rag: Rag)
     assert found.focused(0.0) == found.sources  # 0 keeps every retrieved source
     negative = [replace(s, score=-0.1 - i) for i, s in enumerate(found.sources)]  # cosines can be < 0
     assert Retrieval(negative, 0.0).focused(0.6) == negative
+
+
+def test_a_query_longer_than_the_model_reads_is_truncated_not_an_error(sample_rag: Rag) -> None:
+    """~2,700 embedder tokens, within the 4,000-character limit: past the model's 512 positions."""
+    embedder = sample_rag.workspace.embedder
+    assert embedder.max_tokens == 254  # MiniLM: 256 with [CLS] and [SEP]
+    query = "b7 " * 1333
+    assert len(embedder.tokenizer(query, add_special_tokens=False)["input_ids"]) > 512
+    kept = "b7 " * (embedder.max_tokens // 2)  # "b7" is two tokens: b ##7
+    assert float(embedder.encode([query])[0] @ embedder.encode([kept])[0]) == pytest.approx(1.0, abs=1e-6)
+    assert isinstance(sample_rag.search(query, k=3), list)
+
+
+def test_chunks_never_exceed_what_the_embedder_reads(tmp_path: Path) -> None:
+    rag = Rag(Settings(home=tmp_path / "home", chunk_tokens=1000))
+    rag.ingest([REPO / "data"])
+    with rag.workspace.database.sessions() as s:
+        longest = max(t for (t,) in s.execute(select(Chunk.token_count)))
+    assert 200 < longest <= rag.workspace.embedder.max_tokens
