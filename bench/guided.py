@@ -28,10 +28,11 @@ from bench.parallel import paragraphs_by_article, sources_for
 from rag.answering import declined
 from rag.attribution import attribute
 from rag.config import Settings
+from rag.decoding import Generation
 from rag.detect import Detector
 from rag.evaluation.metrics import contains_answer
 from rag.evaluation.squad import own_label, sample_questions
-from rag.generate import Generation, Generator
+from rag.generate import Generator
 from rag.guided import guided_generate
 from rag.text import strip_citations
 

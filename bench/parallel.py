@@ -65,7 +65,7 @@ def measure(settings: Settings | None = None, *, n: int = 40, seed: int = 0) -> 
     settings = settings or Settings()
     full = Generator.load(settings.model_copy(update={"prefill": "full", "max_new_tokens": 48}))
     parallel = Generator(full.model, full.tokenizer, name=full.name, max_new_tokens=48,
-                         max_context_tokens=full.max_context_tokens, prefill="parallel")
+                         max_context_tokens=full.prompts.max_context_tokens, prefill="parallel")
     detector = Detector.for_generator(full.name)
     paragraphs = paragraphs_by_article()
     rows = sample_questions(SQUAD, n, seed, split="val")

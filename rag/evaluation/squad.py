@@ -284,8 +284,8 @@ def run_questions(
     from rag.attribution import sentence_rows
     from rag.config import Settings
     from rag.core import Rag
+    from rag.decoding import Generation
     from rag.detect import pool
-    from rag.generate import Generation
 
     t0 = time.perf_counter()
     say = progress or (lambda m: print(m, file=sys.stderr, flush=True))
