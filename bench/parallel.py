@@ -4,7 +4,7 @@ Each question gets k = 4 sources: its own paragraph and three others of the same
 seeded random order. Per question and mode: the first-token latency (full; parallel with a cold
 chunk cache; parallel again with the cache warm), the answer, its token-F1 against the gold answers
 and the shipped detector's risk. Quality is of the same greedy answers a user would get; the AUROC
-is over the judge-free own-answer labels (rag/evaluation/squad.py `own_label`), beside answer length.
+is over the judge-free own-answer labels (rag/evaluation/own_answers.py `own_label`), beside answer length.
 Questions come from the validation articles (never trained on).
 
 `python -m bench parallel` (or `python -m bench.parallel --n 40`) prints a table and writes
@@ -30,7 +30,8 @@ from rag.config import Settings
 from rag.detect import Detector
 from rag.evaluation.detect_data import squad_rows
 from rag.evaluation.metrics import auroc, max_f1
-from rag.evaluation.squad import own_label, sample_questions
+from rag.evaluation.own_answers import own_label
+from rag.evaluation.squad import sample_questions
 from rag.generate import Generator
 from rag.text import strip_citations
 from rag.types import Source
