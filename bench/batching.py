@@ -23,7 +23,8 @@ from bench.common import report
 from bench.decode import sample_sources
 from rag.batching import DecodeBatcher
 from rag.config import Settings
-from rag.generate import Generation, Generator
+from rag.decoding import Generation
+from rag.generate import Generator
 
 QUESTIONS = [
     "How did Gutenberg's printing press compare to printing by hand?",

@@ -23,8 +23,9 @@ import torch
 from transformers.generation.streamers import BaseStreamer
 
 from bench.common import report
+from rag.attention import ATTENTION
 from rag.config import Settings
-from rag.generate import ATTENTION, Generator
+from rag.generate import Generator
 from rag.types import Source
 
 TARGET = 0.95
@@ -114,7 +115,7 @@ def measure(settings: Settings | None = None, *, new_tokens: int = 48, repeats: 
     forced = copy.copy(generator)  # same model and prefix cache; never stops early
     forced.eos_ids, forced.stop_strings = frozenset(), ()
     sources = sample_sources()
-    prompt = generator.build_prompt(QUESTION, sources)
+    prompt = generator.prompts.build(QUESTION, sources)
     ids = torch.tensor([prompt.token_ids], device=generator.device)
     n = new_tokens
 

@@ -7,7 +7,7 @@ attribution and the pipeline's abstention rule. Per mode:
 
 - useful: answerable questions answered (not declined, not held back at the detector's abstention
   risk) with a gold answer contained;
-- bad: drafts whose own-answer label (rag/evaluation/squad.py `own_label`) is 1, over the labelled;
+- bad: drafts whose own-answer label (rag/evaluation/own_answers.py `own_label`) is 1, over the labelled;
 - flagged: drafts at or above the detector's threshold; held back: at or above its abstention risk;
 - seconds per question: decoding and attribution, wall clock.
 
@@ -28,10 +28,12 @@ from bench.parallel import paragraphs_by_article, sources_for
 from rag.answering import declined
 from rag.attribution import attribute
 from rag.config import Settings
+from rag.decoding import Generation
 from rag.detect import Detector
 from rag.evaluation.metrics import contains_answer
-from rag.evaluation.squad import own_label, sample_questions
-from rag.generate import Generation, Generator
+from rag.evaluation.own_answers import own_label
+from rag.evaluation.squad import sample_questions
+from rag.generate import Generator
 from rag.guided import guided_generate
 from rag.text import strip_citations
 

@@ -6,7 +6,7 @@ chunk cache; parallel again with the cache warm; parallel with a fresh cache, me
 units on its disk tier, as a restarted process with RAG_KV_DISK_MB finds them), the answer, its
 token-F1 against the gold answers and the shipped detector's risk. Quality is of the same greedy
 answers a user would get; the AUROC is over the judge-free own-answer labels
-(rag/evaluation/squad.py `own_label`), beside answer length.
+(rag/evaluation/own_answers.py `own_label`), beside answer length.
 Questions come from the validation articles (never trained on).
 
 `python -m bench parallel` (or `python -m bench.parallel --n 40`) prints a table and writes
@@ -35,7 +35,8 @@ from rag.config import Settings
 from rag.detect import Detector
 from rag.evaluation.detect_data import squad_rows
 from rag.evaluation.metrics import auroc, max_f1
-from rag.evaluation.squad import own_label, sample_questions
+from rag.evaluation.own_answers import own_label
+from rag.evaluation.squad import sample_questions
 from rag.generate import Generator
 from rag.kvcache import ChunkKVCache, KVDisk
 from rag.text import strip_citations
@@ -71,7 +72,7 @@ def measure(settings: Settings | None = None, *, n: int = 40, seed: int = 0) -> 
     settings = settings or Settings()
     full = Generator.load(settings.model_copy(update={"prefill": "full", "max_new_tokens": 48}))
     parallel = Generator(full.model, full.tokenizer, name=full.name, max_new_tokens=48,
-                         max_context_tokens=full.max_context_tokens, prefill="parallel")
+                         max_context_tokens=full.prompts.max_context_tokens, prefill="parallel")
     detector = Detector.for_generator(full.name)
     paragraphs = paragraphs_by_article()
     rows = sample_questions(SQUAD, n, seed, split="val")
@@ -83,7 +84,7 @@ def measure(settings: Settings | None = None, *, n: int = 40, seed: int = 0) -> 
     disk_ms: list[float] = []
     disk_folder = Path(tempfile.mkdtemp(prefix="sightline-kv-"))
     on_disk = Generator(full.model, full.tokenizer, name=full.name, max_new_tokens=48,
-                        max_context_tokens=full.max_context_tokens, prefill="parallel")
+                        max_context_tokens=full.prompts.max_context_tokens, prefill="parallel")
     for row in rows:
         sources = sources_for(row, paragraphs, seed)
         golds = [] if row["is_impossible"] else [a for a in row["answers"]["text"] if a]

@@ -27,7 +27,7 @@ SIZES = (400, 1400)
 def sources_of(generator: Generator, tokens: int) -> list[Source]:
     """Sample passages, cycled under new chunk ids, until the prompt reaches about `tokens` tokens."""
     base, sources = sample_sources(), list[Source]()
-    while len(generator.build_prompt(QUESTION, sources).token_ids) < tokens:
+    while len(generator.prompts.build(QUESTION, sources).token_ids) < tokens:
         s = base[len(sources) % len(base)]
         sources.append(Source(rank=len(sources) + 1, chunk_id=len(sources) + 1, document_id=s.document_id,
                               path=s.path, title=f"{s.title} {len(sources) + 1}", text=s.text,
@@ -56,7 +56,7 @@ def measure(settings: Settings | None = None, *, repeats: int = 3) -> dict[str, 
             times["eager"].append(first_token_ms(generator, sources, EAGER_ATTENTION))
         one_row, eager = statistics.median(times["one_row"]), statistics.median(times["eager"])
         rows[f"p{size}"] = {
-            "prompt_tokens": len(generator.build_prompt(QUESTION, sources).token_ids),
+            "prompt_tokens": len(generator.prompts.build(QUESTION, sources).token_ids),
             "first_token_ms_one_row": one_row,
             "first_token_ms_eager": eager,
             "speedup": eager / one_row,

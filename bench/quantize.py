@@ -29,8 +29,10 @@ from rag.answering import declined
 from rag.config import DEFAULT_GENERATOR, Settings
 from rag.detect import Detector, pool
 from rag.evaluation.metrics import auroc, max_f1
-from rag.evaluation.squad import own_label, sample_questions, strip_citations
+from rag.evaluation.own_answers import own_label
+from rag.evaluation.squad import sample_questions
 from rag.generate import Generator
+from rag.text import strip_citations
 from rag.types import Source
 
 MODELS = [DEFAULT_GENERATOR, "smollm2-135m"]

@@ -16,8 +16,9 @@ from rag.batching import DecodeBatcher
 from rag.config import Settings
 from rag.database import Database
 from rag.db import transaction
+from rag.decoding import Generation
 from rag.detect import Detector
-from rag.generate import Generation, Generator
+from rag.generate import Generator
 from rag.guided import guided_generate
 from rag.models import AnswerRecord
 from rag.types import Answer, Attribution, Evidence, Hallucination, Models, Source, Timings

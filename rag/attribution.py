@@ -1,7 +1,7 @@
 """From attention masses to what the user sees: each chunk's share of the answer's attention, each
 sentence's support and lookback ratio, and a hallucination risk per sentence and for the answer.
 
-Input is a `Generation` (rag.generate): features (T, L, H, S) = for each answer token t, layer l and
+Input is a `Generation` (rag.decoding): features (T, L, H, S) = for each answer token t, layer l and
 head h, the attention mass on each prompt segment (sink, instruction, question, answer so far, chunk
 1..k). Definitions follow DESIGN.md "Attribution: definitions":
 
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from rag.attention import FIRST_CHUNK, GENERATED, SINK, attribution_layers
+from rag.decoding import Generation
 from rag.detect import Detector, pool
-from rag.generate import Generation
 from rag.text import split_sentences
 from rag.types import Attribution, Evidence, Hallucination, SentenceAttribution, Source
 

@@ -24,7 +24,8 @@ from typing import Any, cast
 import torch
 from transformers import DynamicCache
 
-from rag.generate import Decoding, Generation, Generator
+from rag.decoding import Decoding, Generation
+from rag.generate import Generator
 from rag.types import Source
 
 

@@ -23,7 +23,7 @@ from rag.workspace import Workspace
 
 if TYPE_CHECKING:
     from rag.answering import AnswerPipeline
-    from rag.generate import Generation
+    from rag.decoding import Generation
 
 
 class Rag:

@@ -34,7 +34,7 @@ import torch
 from rag.attention import FIRST_CHUNK, GENERATED
 
 if TYPE_CHECKING:
-    from rag.generate import Generation
+    from rag.decoding import Generation
 
 DETECTOR_DIR = Path(__file__).parent / "detector"
 BASELINE_METHOD = "baseline: 1 - pooled lookback ratio (untrained)"

@@ -22,8 +22,9 @@ from typing import Any, cast
 
 import torch
 
+from rag.decoding import Decoding, Generation
 from rag.detect import Detector, pool
-from rag.generate import Decoding, Generation, Generator
+from rag.generate import Generator
 from rag.types import Source
 
 TEMPERATURE = 0.7  # sampled candidates: varied, yet still likely under the model

@@ -5,8 +5,9 @@ ingest adds and deletes chunks one document at a time. Here documents live in a 
 segment (CSR forward + CSC inverted arrays) plus a small *delta* of recent additions; deletions
 tombstone main rows. Global statistics (df, average length) are exact at every query, so scores do
 not drift, and the segments are merged when the delta or the tombstones grow past a fraction of the
-index. A full rebuild of 1e5 chunks is a few seconds (tokenising dominates). Terms are lowercase
-words less English stopwords, stemmed by Snowball (PyStemmer, a C library).
+index. A full rebuild of 1e5 chunks is a few seconds (tokenising dominates). Terms are
+`rag.text`'s: lowercase words less English stopwords, stemmed by Snowball; segments are
+`rag.lexical_segment`'s.
 
 Persistence is one ``.npz`` plus a ``manifest.json`` (count, id checksum shared with the FAISS
 manifest, data sha256, tokenizer version), each written to a temp file and renamed; the manifest is
@@ -18,145 +19,25 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
-from collections import Counter
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
-from functools import lru_cache
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import Stemmer
 
 from rag.index import atomic_write, ids_checksum
-from rag.text import STOPWORDS, words
+from rag.lexical_segment import Segment
+from rag.text import TOKENIZER_VERSION, normalize_token, term_counts, words
 
 DATA_FILE = "bm25.npz"
 MANIFEST_FILE = "manifest.json"
 FORMAT = "sightline-bm25"
 FORMAT_VERSION = 1
-# Snowball's algorithm for this language (any of Stemmer.algorithms(); the stopwords are English).
-STEMMER_LANGUAGE = "english"
-# Bump when tokenisation changes: a saved index built with another tokenizer must be rebuilt.
-TOKENIZER_VERSION = f"words-nostop-snowball-{STEMMER_LANGUAGE}-2"
+
 
 class LexicalIndexError(Exception):
     """A saved lexical index can't be used (missing, corrupt, other format); rebuild it from SQL."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Stemming: Snowball (PyStemmer). One stemmer per thread: a PyStemmer object is not thread-safe, and
-# searches tokenise their queries on the retrieval pool's threads.
-
-_stemmers = threading.local()
-
-
-def stem(word: str) -> str:
-    """Snowball stem of one lowercase word (STEMMER_LANGUAGE)."""
-    stemmer = getattr(_stemmers, "stemmer", None)
-    if stemmer is None:
-        stemmer = _stemmers.stemmer = Stemmer.Stemmer(STEMMER_LANGUAGE, 0)  # 0: no cache (ours below)
-    return str(stemmer.stemWord(word))
-
-
-@lru_cache(maxsize=500_000)
-def normalize_token(token: str) -> str | None:
-    """Lowercase token → index term, or None for a stopword. Cached: vocabularies are Zipfian."""
-    if token in STOPWORDS:
-        return None
-    return stem(token)
-
-
-def term_counts(text: str) -> Counter[str]:
-    """Term frequencies of ``text`` after lowercasing, word splitting, stopwords and stemming."""
-    raw = Counter(words(text))
-    out: Counter[str] = Counter()
-    for tok, n in raw.items():
-        term = normalize_token(tok)
-        if term is not None:
-            out[term] += n
-    return out
-
-
-def tokenize(text: str) -> list[str]:
-    """The index terms of ``text`` in order (for inspection and tests; indexing uses ``term_counts``)."""
-    return [t for t in (normalize_token(tok) for tok in words(text)) if t is not None]
-
-
-# --------------------------------------------------------------------------------------------------
-# Index
-
-
-@dataclass
-class _Segment:
-    """Compiled documents: a CSR forward index (for deletes and saving) and a CSC inverted index."""
-
-    ids: np.ndarray  # int64 [n]
-    offsets: np.ndarray  # int64 [n+1]: row r's terms are terms[offsets[r]:offsets[r+1]]
-    terms: np.ndarray  # int32 [nnz]
-    tfs: np.ndarray  # float32 [nnz]
-    dl: np.ndarray  # float32 [n]: document length in index terms
-    alive: np.ndarray  # bool [n]
-    indptr: np.ndarray  # int64 [V+1]: term t's postings are rows[indptr[t]:indptr[t+1]]
-    rows: np.ndarray  # int32 [nnz]
-    itf: np.ndarray  # float32 [nnz]
-    row_of: dict[int, int]
-
-    @classmethod
-    def build(
-        cls, ids: np.ndarray, offsets: np.ndarray, terms: np.ndarray, tfs: np.ndarray, vocab_size: int
-    ) -> _Segment:
-        n = len(ids)
-        lengths = np.diff(offsets)
-        row_per_entry = np.repeat(np.arange(n, dtype=np.int32), lengths)
-        order = np.argsort(terms, kind="stable")
-        counts = np.bincount(terms, minlength=vocab_size) if len(terms) else np.zeros(vocab_size, np.int64)
-        indptr = np.zeros(vocab_size + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        dl = np.bincount(row_per_entry, weights=tfs, minlength=n).astype(np.float32)
-        return cls(
-            ids=ids.astype(np.int64),
-            offsets=offsets.astype(np.int64),
-            terms=terms.astype(np.int32),
-            tfs=tfs.astype(np.float32),
-            dl=dl,
-            alive=np.ones(n, dtype=bool),
-            indptr=indptr,
-            rows=row_per_entry[order],
-            itf=tfs[order].astype(np.float32),
-            row_of={int(i): r for r, i in enumerate(ids.tolist())},
-        )
-
-    @classmethod
-    def empty(cls) -> _Segment:
-        z64, z32, zf = np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
-        return cls.build(z64, np.zeros(1, np.int64), z32, zf, 0)
-
-    def doc_terms(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        a, b = self.offsets[row], self.offsets[row + 1]
-        return self.terms[a:b], self.tfs[a:b]
-
-
-def _concat_docs(
-    docs: Iterable[tuple[int, np.ndarray, np.ndarray]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    ids: list[int] = []
-    terms: list[np.ndarray] = []
-    tfs: list[np.ndarray] = []
-    for i, t, f in docs:
-        ids.append(i)
-        terms.append(t)
-        tfs.append(f)
-    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum([len(t) for t in terms], out=offsets[1:])
-    return (
-        np.asarray(ids, dtype=np.int64),
-        offsets,
-        np.concatenate(terms).astype(np.int32) if terms else np.zeros(0, np.int32),
-        np.concatenate(tfs).astype(np.float32) if tfs else np.zeros(0, np.float32),
-    )
 
 
 class _TokenIds(dict[str, int]):
@@ -190,10 +71,10 @@ class LexicalIndex:
         self._vocab: dict[str, int] = {}
         self._tok2tid = _TokenIds(self._vocab)  # raw token -> term id (-1: stopword), memoised
         self._df = np.zeros(1024, dtype=np.int64)
-        self._main = _Segment.empty()
+        self._main = Segment.empty()
         self._n_dead = 0  # tombstoned rows in main
         self._pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # the delta, not yet compiled
-        self._delta: _Segment | None = None  # compiled view of _pending, rebuilt lazily
+        self._delta: Segment | None = None  # compiled view of _pending, rebuilt lazily
         self._count = 0
         self._total_len = 0.0
 
@@ -303,16 +184,16 @@ class LexicalIndex:
         live = np.flatnonzero(m.alive)
         docs: list[tuple[int, np.ndarray, np.ndarray]] = [(int(m.ids[r]), *m.doc_terms(int(r))) for r in live]
         docs.extend((cid, t, f) for cid, (t, f) in self._pending.items())
-        self._main = _Segment.build(*_concat_docs(docs), len(self._vocab))
+        self._main = Segment.from_docs(docs, len(self._vocab))
         self._pending.clear()
         self._delta = None
         self._n_dead = 0
 
     # ---- search ----
-    def _delta_segment(self) -> _Segment:
+    def _delta_segment(self) -> Segment:
         if self._delta is None:
             docs = ((cid, t, f) for cid, (t, f) in self._pending.items())
-            self._delta = _Segment.build(*_concat_docs(docs), len(self._vocab))
+            self._delta = Segment.from_docs(docs, len(self._vocab))
         return self._delta
 
     def _query_terms(self, query: str) -> tuple[np.ndarray, np.ndarray]:
@@ -327,27 +208,6 @@ class LexicalIndex:
         idf = np.log1p((self._count - df[keep] + 0.5) / (df[keep] + 0.5))
         return tids[keep], idf * qtf[keep]
 
-    def _score_segment(
-        self, seg: _Segment, tids: np.ndarray, weights: np.ndarray, avgdl: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        n_terms = len(seg.indptr) - 1
-        if len(seg.ids) == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        scores = np.zeros(len(seg.ids), dtype=np.float64)
-        k1, b = self.k1, self.b
-        for t, w in zip(tids.tolist(), weights.tolist(), strict=True):
-            if t >= n_terms:
-                continue
-            a, e = seg.indptr[t], seg.indptr[t + 1]
-            if a == e:
-                continue
-            rows = seg.rows[a:e]
-            tf = seg.itf[a:e].astype(np.float64)
-            norm = k1 * (1.0 - b + b * seg.dl[rows] / avgdl)
-            scores[rows] += w * tf * (k1 + 1.0) / (tf + norm)  # rows are unique within one term
-        hit = np.flatnonzero((scores > 0) & seg.alive)
-        return seg.ids[hit], scores[hit]
-
     def search(
         self, query: str, k: int, allowed_ids: Collection[int] | np.ndarray | None = None
     ) -> list[tuple[int, float]]:
@@ -361,7 +221,7 @@ class LexicalIndex:
         if len(tids) == 0:
             return []
         avgdl = max(self._total_len / self._count, 1e-9)
-        parts = [self._score_segment(s, tids, weights, avgdl) for s in (self._main, self._delta_segment())]
+        parts = [s.score(tids, weights, avgdl, self.k1, self.b) for s in (self._main, self._delta_segment())]
         ids = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])
         if allowed_ids is not None:
@@ -463,7 +323,7 @@ class LexicalIndex:
         index._vocab = {t: i for i, t in enumerate(vocab_list)}
         index._tok2tid = _TokenIds(index._vocab)
         index._df = np.bincount(terms, minlength=max(len(vocab_list), 1)).astype(np.int64)
-        index._main = _Segment.build(ids, offsets, terms, tfs, len(vocab_list))
+        index._main = Segment.build(ids, offsets, terms, tfs, len(vocab_list))
         index._count = len(ids)
         index._total_len = float(tfs.sum())
         if index._count != manifest.get("count") or index.checksum() != manifest.get("checksum"):

@@ -1,10 +1,16 @@
 """Text rules shared by indexing, attribution, the report and evaluation: words, stopwords, the [n]
-citations answers carry, and where sentences end. One definition each, so BM25, evidence matching and
-the evaluation's answer checks agree on what a word, a citation and a sentence are."""
+citations answers carry, where sentences end, and BM25's index terms (words less stopwords, stemmed
+by Snowball through PyStemmer, a C library). One definition each, so BM25, evidence matching and the
+evaluation's answer checks agree on what a word, a citation and a sentence are."""
 
 from __future__ import annotations
 
 import re
+import threading
+from collections import Counter
+from functools import lru_cache
+
+import Stemmer
 
 # Unicode letters and digits; underscores split too, so ``snake_case`` matches ``snake`` and ``case``.
 WORD = re.compile(r"[^\W_]+")
@@ -36,10 +42,57 @@ _ABBREVIATIONS = frozenset(
      "jr", "sr", "cf", "al", "ca"]
 )  # fmt: skip
 
+# Snowball's algorithm for this language (any of Stemmer.algorithms(); the stopwords are English).
+STEMMER_LANGUAGE = "english"
+# Bump when index terms change (WORD, STOPWORDS or the stemming): a saved BM25 index built with
+# another tokenizer must be rebuilt.
+TOKENIZER_VERSION = f"words-nostop-snowball-{STEMMER_LANGUAGE}-2"
+
 
 def words(text: str) -> list[str]:
     """The lowercase words of ``text``, in order."""
     return WORD.findall(text.lower())
+
+
+# ---- BM25's index terms. One stemmer per thread: a PyStemmer object is not thread-safe, and
+# searches tokenise their queries on the retrieval pool's threads.
+
+_stemmers = threading.local()
+
+
+def stem(word: str) -> str:
+    """Snowball stem of one lowercase word (STEMMER_LANGUAGE)."""
+    stemmer = getattr(_stemmers, "stemmer", None)
+    if stemmer is None:
+        stemmer = _stemmers.stemmer = Stemmer.Stemmer(STEMMER_LANGUAGE, 0)  # 0: no cache (ours below)
+    return str(stemmer.stemWord(word))
+
+
+@lru_cache(maxsize=500_000)
+def normalize_token(token: str) -> str | None:
+    """Lowercase token → index term, or None for a stopword. Cached: vocabularies are Zipfian."""
+    if token in STOPWORDS:
+        return None
+    return stem(token)
+
+
+def term_counts(text: str) -> Counter[str]:
+    """Term frequencies of ``text`` after lowercasing, word splitting, stopwords and stemming."""
+    raw = Counter(words(text))
+    out: Counter[str] = Counter()
+    for tok, n in raw.items():
+        term = normalize_token(tok)
+        if term is not None:
+            out[term] += n
+    return out
+
+
+def tokenize(text: str) -> list[str]:
+    """The index terms of ``text`` in order (for inspection and tests; indexing uses ``term_counts``)."""
+    return [t for t in (normalize_token(tok) for tok in words(text)) if t is not None]
+
+
+# ---- sentences
 
 
 def strip_citations(text: str) -> str:

@@ -13,8 +13,10 @@ import torch
 
 from rag.attention import FIRST_CHUNK, GENERATED
 from rag.attribution import attribute, lookback_ratios, pooled_lookback
+from rag.decoding import Generation
 from rag.detect import BASELINE_METHOD, Detector, pool
-from rag.generate import Generation, Generator, Prompt
+from rag.generate import Generator
+from rag.prompt import Prompt
 from rag.text import split_sentences
 from tests.test_generate import generator, make_sources  # noqa: F401  (session fixture, shared)
 
@@ -167,7 +169,8 @@ def test_a_contradicting_answer_is_riskier_than_a_faithful_one(generator: Genera
 @pytest.mark.slow
 def test_sources_left_out_of_the_prompt_get_no_share(generator: Generator) -> None:  # noqa: F811
     small = copy.copy(generator)
-    small.max_context_tokens = 60
+    small.prompts = copy.copy(generator.prompts)
+    small.prompts.max_context_tokens = 60
     sources = make_sources()
     gen = small.generate("How tall is Mount Etna?", sources, max_new_tokens=8)
     report = attribute(gen, sources)

@@ -13,7 +13,8 @@ import torch
 from rag.batching import DecodeBatcher
 from rag.config import Settings
 from rag.core import Rag
-from rag.generate import Generation, Generator
+from rag.decoding import Generation
+from rag.generate import Generator
 from rag.types import Answer, Source
 from tests.conftest import MODELS_CACHE
 from tests.test_generate import TOPICS, load_generator, make_sources

@@ -33,7 +33,7 @@ from rag.evaluation.metrics import (
     threshold_for_precision,
     token_f1,
 )
-from rag.evaluation.squad import own_label
+from rag.evaluation.own_answers import own_label
 from rag.text import strip_citations
 from tests.conftest import MODELS_CACHE
 

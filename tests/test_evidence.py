@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from rag.attention import FIRST_CHUNK, QUESTION
 from rag.attribution import attribute, evidence_spans
-from rag.generate import Generation, Generator, Prompt
+from rag.decoding import Generation
+from rag.generate import Generator
+from rag.prompt import Prompt
 from rag.types import Source
 from tests.test_generate import generator  # noqa: F401  (session fixture, shared)
 
@@ -24,7 +26,7 @@ WORDS = st.sampled_from(
 
 
 def _prompt(document: str, cuts: list[int]) -> tuple[Prompt, list[Source]]:
-    """A prompt laid out as build_prompt lays it out ("[n] title" line, then the stripped chunk),
+    """A prompt laid out as PromptBuilder.build lays it out ("[n] title" line, then the stripped chunk),
     tokenised on spaces, with each chunk a Source slicing the document."""
     bounds = sorted({0, len(document), *cuts})
     sources, text, text_at, spans, chars, segments = [], "Sources:\n", [], [], [(0, 0)], [0]
@@ -82,7 +84,7 @@ SECOND = Source(2, 20, 2, "coffee.txt", "Coffee", COFFEE, 40, 40 + len(COFFEE), 
 
 @pytest.mark.slow
 def test_the_prompt_knows_where_each_chunk_text_sits(generator: Generator) -> None:  # noqa: F811
-    prompt = generator.build_prompt("Where was coffee first grown?", [FIRST, SECOND])
+    prompt = generator.prompts.build("Where was coffee first grown?", [FIRST, SECOND])
     for source, at in zip([FIRST, SECOND], prompt.chunk_text_at, strict=True):
         lead = len(source.text) - len(source.text.lstrip())
         assert prompt.text[at + lead : at + len(source.text.rstrip())] == source.text.strip()

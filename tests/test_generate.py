@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rag.attention import ATTENTION, EAGER_ATTENTION
+from rag.attention import ATTENTION, EAGER_ATTENTION, FIRST_CHUNK, GENERATED, QUESTION, SINK
 from rag.config import Settings
-from rag.generate import FIRST_CHUNK, GENERATED, QUESTION, SINK, Generator
+from rag.generate import Generator
 from rag.textstream import TextStream
 from rag.types import Source
 from tests.conftest import MODELS_CACHE
@@ -71,7 +71,7 @@ def test_gguf_is_converted_once_into_the_models_cache(generator: Generator) -> N
 
 def test_prompt_labels_every_token_with_its_segment(generator: Generator) -> None:
     sources = make_sources()
-    prompt = generator.build_prompt("Where was coffee first grown?", sources)
+    prompt = generator.prompts.build("Where was coffee first grown?", sources)
     decode = generator.tokenizer.decode
     assert prompt.segments[0] == SINK and prompt.chunk_ids == [10, 20, 30]
     for i, (source, (start, end)) in enumerate(zip(sources, prompt.chunk_spans, strict=True)):
@@ -79,20 +79,20 @@ def test_prompt_labels_every_token_with_its_segment(generator: Generator) -> Non
         assert block.startswith(f"[{i + 1}] {source.title}") and source.text in block
         assert set(prompt.segments[start:end]) == {FIRST_CHUNK + i}
     assert decode(prompt.token_ids[slice(*prompt.question_span)]).strip() == "Where was coffee first grown?"
-    assert generator.instruction in decode(prompt.token_ids[slice(*prompt.instruction_span)])
+    assert generator.prompts.instruction in decode(prompt.token_ids[slice(*prompt.instruction_span)])
     assert set(prompt.segments[slice(*prompt.question_span)]) == {QUESTION}
 
 
 def test_prefix_cache_splits_at_a_token_boundary(generator: Generator) -> None:
-    prompt = generator.build_prompt("Where was coffee first cultivated?", make_sources())
+    prompt = generator.prompts.build("Where was coffee first cultivated?", make_sources())
     assert prompt.prefix_len > 0
     prefix = generator.tokenizer.decode(prompt.token_ids[: prompt.prefix_len])
-    assert prompt.text.startswith(prefix) and generator.instruction in prefix
+    assert prompt.text.startswith(prefix) and generator.prompts.instruction in prefix
     # a prompt that would merge tokens across the split runs without the cache
     merged = prompt.text[: len(prefix)].rstrip("\n") + "\n\n" + prompt.text[len(prefix) :]
     ids = generator.tokenizer(merged, add_special_tokens=False)["input_ids"]
     if ids[: prompt.prefix_len] != prompt.token_ids[: prompt.prefix_len]:
-        assert generator._prefix_len(merged, ids) == 0
+        assert generator.prompts.prefix_len(merged, ids) == 0
 
 
 def test_prefix_cache_gives_identical_output(generator: Generator) -> None:
@@ -165,9 +165,9 @@ def test_teacher_forcing_reproduces_the_decoding_features(generator: Generator) 
 
 
 def test_context_budget_keeps_the_top_ranked_sources(generator: Generator) -> None:
-    small = copy.copy(generator)
+    small = copy.copy(generator.prompts)
     small.max_context_tokens = 60
-    prompt = small.build_prompt("How tall is Mount Etna?", make_sources())
+    prompt = small.build("How tall is Mount Etna?", make_sources())
     assert 1 <= prompt.n_chunks < 3 and prompt.chunk_ids == [10, 20, 30][: prompt.n_chunks]
 
 

@@ -162,7 +162,7 @@ def parallel(tmp_path_factory: pytest.TempPathFactory) -> Generator:
 def test_parallel_prompt_has_the_full_prompts_tokens_and_segments(parallel: Generator) -> None:
     full = Generator(parallel.model, parallel.tokenizer, name=parallel.name)
     question, sources = "How tall is Mount Etna?", make_sources()
-    a, b = full.build_prompt(question, sources), parallel.build_prompt(question, sources)
+    a, b = full.prompts.build(question, sources), parallel.prompts.build(question, sources)
     assert b.token_ids == a.token_ids and b.segments == a.segments and b.token_chars == a.token_chars
     # units tile the chunk area: glue and body per chunk, from the prefix's end to the question
     assert [u[1] for u in b.units[1:]] == [u[2] for u in b.units[:-1]] and b.units[0][1] == b.prefix_len
@@ -171,14 +171,14 @@ def test_parallel_prompt_has_the_full_prompts_tokens_and_segments(parallel: Gene
 
 @pytest.mark.slow
 def test_cached_keys_moved_into_place_match_keys_computed_there(parallel: Generator) -> None:
-    prompt = parallel.build_prompt("How tall is Mount Etna?", make_sources())
+    prompt = parallel.prompts.build("How tall is Mount Etna?", make_sources())
     _, start, end = prompt.units[3]  # the second chunk's body
     ids = prompt.token_ids[start:end]
     canonical = parallel._encode_unit(ids)
-    prefix = parallel._prefix
-    assert prefix is not None
+    prefix_kv, prefix = parallel._prefix_kv, parallel.prompts.prefix
+    assert prefix_kv is not None and prefix is not None
     cache = DynamicCache(config=parallel.model.config)
-    for layer, (k, v) in enumerate(prefix.kv):
+    for layer, (k, v) in enumerate(prefix_kv):
         cache.update(k, v, layer)
     n0 = len(prefix.token_ids)
     with torch.inference_mode():  # the same context (the prefix only), at the unit's real positions

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from rag.index import ids_checksum
-from rag.lexical import DATA_FILE, MANIFEST_FILE, LexicalIndex, LexicalIndexError, stem, tokenize
+from rag.lexical import DATA_FILE, MANIFEST_FILE, LexicalIndex, LexicalIndexError
+from rag.text import stem, tokenize
 
 DOCS = {
     1: "The lighthouse keeper trimmed the lamp every evening before the storm.",

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from rag.detect import DETECTOR_DIR, Detector, Pooled
-from rag.evaluation.squad import OwnAnswers, QuestionResult, summarise
+from rag.evaluation.own_answers import OwnAnswers, QuestionResult
+from rag.evaluation.squad import summarise
 from rag.evaluation.training import train_own
 
 L, H = 2, 3

@@ -15,16 +15,17 @@ scored at any abstention level or by another detector. Per question:
 - useful = answerable, not abstained, gold contained; abstention on unanswerable questions; false
   abstention on answerable ones (abstained = nothing relevant retrieved, the model declined, or the
   draft's risk reached the abstention level);
-- the own-answer label (`own_label`), and the risk AUROC bad-vs-good over labelled drafts next to
-  the two baselines, answer length alone and the untrained 1 - pooled lookback ratio.
+- the own-answer label (`rag.evaluation.own_answers.own_label`), and the risk AUROC bad-vs-good
+  over labelled drafts next to the two baselines, answer length alone and the untrained 1 - pooled
+  lookback ratio.
 
-`--save DIR` keeps each draft's pooled features (rag.detect.pool, whole answer and per sentence) so
-that `rag eval train-detector --own DIR` can train on them without running the generator again.
+`--save DIR` keeps each draft's pooled features (rag.detect.pool, whole answer and per sentence; see
+`rag.evaluation.own_answers`) so that `rag eval train-detector --own DIR` can train on them without
+running the generator again.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import sys
@@ -35,121 +36,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from pydantic import TypeAdapter
-
-from rag.detect import Detector, Pooled
+from rag.detect import Detector
 from rag.evaluation.detect_data import split_of, squad_rows
 from rag.evaluation.metrics import Estimate, auroc, auroc_ci, contains_answer, max_f1, share
-from rag.inputs import read_jsonl
+from rag.evaluation.own_answers import OwnAnswers, QuestionResult, own_label
 from rag.text import strip_citations
-
-
-def own_label(answerable: bool, answer: str, golds: Sequence[str], declined: bool) -> int | None:
-    """Whether a draft is grounded (0) or not (1), judged against SQuAD's gold, no model involved.
-
-    - a decline ("I don't know") makes no claim: no label;
-    - answerable: a gold answer contained -> 0; no word in common with any (token-F1 0) -> 1; partial
-      overlap is ambiguous -> no label;
-    - unanswerable: any specific claim instead of declining -> 1."""
-    if declined:
-        return None
-    if not answerable:
-        return 1
-    text = strip_citations(answer)
-    if contains_answer(text, golds):
-        return 0
-    return 1 if max_f1(text, golds) == 0.0 else None
-
-
-# --------------------------------------------------------------------------------------------------
-# the run
-
-
-@dataclass
-class QuestionResult:
-    id: str
-    title: str
-    question: str
-    answerable: bool
-    answer: str  # the draft as generated (also when abstention would hold it back)
-    no_sources: bool  # nothing relevant retrieved: abstained before generating
-    declined: bool  # the model itself said the sources do not hold the answer
-    retrieved_gold: bool  # gold paragraph among the top k
-    f1: float
-    contains: bool
-    label: int | None  # own_label: 0 grounded, 1 not, None unlabelled
-    risk: float | None  # the draft's answer risk (None when nothing was generated)
-    seconds: float
-    # answerable drafts only: the top evidence span of the sentence naming the gold answer covers a
-    # gold answer's offset in its paragraph (None: not a correct draft, or no evidence)
-    evidence_hit: bool | None = None
-    # answerable drafts only: the quotes that would replace the draft if held back contain the gold
-    quotes_hit: bool | None = None
-
-
-_RESULT: TypeAdapter[QuestionResult] = TypeAdapter(QuestionResult)
-
-
-@dataclass
-class OwnAnswers:
-    """Drafts with their pooled features, aligned with `results` (None where nothing was generated)."""
-
-    results: list[QuestionResult]
-    answers: list[Pooled | None]  # the whole answer
-    sentences: list[list[Pooled]]  # per sentence, as rag.attribution scores them
-    generator: str = ""
-    shape: tuple[int, int] = (0, 0)  # the generator's (layers, heads)
-
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = {"generator": self.generator, "shape": list(self.shape)}
-        (folder / "meta.json").write_text(json.dumps(meta) + "\n")
-        with (folder / "results.jsonl").open("w", encoding="utf-8") as f:
-            for r in self.results:
-                f.write(json.dumps(asdict(r)) + "\n")
-        rows = [(i, p) for i, p in enumerate(self.answers) if p is not None]
-        sent = [(i, p) for i, ps in enumerate(self.sentences) for p in ps]
-        arrays = {**_stack("answer", rows), **_stack("sentence", sent)}
-        np.savez(folder / "features.npz", **arrays)  # type: ignore[arg-type]
-
-    @classmethod
-    def load(cls, folder: Path) -> OwnAnswers:
-        results = list(read_jsonl(folder / "results.jsonl", _RESULT))
-        answers: list[Pooled | None] = [None] * len(results)
-        sentences: list[list[Pooled]] = [[] for _ in results]
-        with np.load(folder / "features.npz") as z:
-            for i, p in _unstack(z, "answer"):
-                answers[i] = p
-            for i, p in _unstack(z, "sentence"):
-                sentences[i].append(p)
-        meta = json.loads((folder / "meta.json").read_text())
-        return cls(results, answers, sentences, meta["generator"], (meta["shape"][0], meta["shape"][1]))
-
-    def risks(self, detector: Detector) -> list[float | None]:
-        """Each draft's answer risk under `detector`: its riskiest sentence's, as rag.attribution."""
-        return [max((detector.risk(p) for p in ps), default=0.0) if a is not None else None
-                for a, ps in zip(self.answers, self.sentences, strict=True)]
-
-
-_POOLED_FIELDS = ("lookback", "density", "logprob_min", "logprob_mean", "n_tokens")
-
-
-def _stack(prefix: str, rows: list[tuple[int, Pooled]]) -> dict[str, np.ndarray]:
-    out = {f"{prefix}_index": np.array([i for i, _ in rows], dtype=np.int64)}
-    for name in _POOLED_FIELDS:
-        out[f"{prefix}_{name}"] = np.array([getattr(p, name) for _, p in rows])
-    return out
-
-
-def _unstack(z: Any, prefix: str) -> list[tuple[int, Pooled]]:
-    index = z[f"{prefix}_index"]
-    cols = {name: z[f"{prefix}_{name}"] for name in _POOLED_FIELDS}
-    return [
-        (int(i), Pooled(cols["lookback"][j], cols["density"][j], float(cols["logprob_min"][j]),
-                        float(cols["logprob_mean"][j]), int(cols["n_tokens"][j])))
-        for j, i in enumerate(index)
-    ]
 
 
 @dataclass
@@ -284,8 +175,8 @@ def run_questions(
     from rag.attribution import sentence_rows
     from rag.config import Settings
     from rag.core import Rag
+    from rag.decoding import Generation
     from rag.detect import pool
-    from rag.generate import Generation
 
     t0 = time.perf_counter()
     say = progress or (lambda m: print(m, file=sys.stderr, flush=True))

@@ -2,8 +2,8 @@
 own answers, shipped only where it beats both baselines on answers it never saw.
 
 TRAIN and VAL are folders written by `rag eval squad --save` (drafts with their pooled features and
-own-answer labels, rag.evaluation.squad). The articles of the two splits are disjoint (split by title
-hash), so a paragraph never sits on both sides. Steps:
+own-answer labels, rag.evaluation.own_answers). The articles of the two splits are disjoint (split by
+title hash), so a paragraph never sits on both sides. Steps:
 
 1. For each feature set (rag.detect.FEATURE_SETS) and regularisation C, out-of-fold answer risks on
    TRAIN with folds grouped by article; the best out-of-fold AUROC chooses.
@@ -28,7 +28,8 @@ import numpy as np
 
 from rag.detect import DETECTOR_DIR, FEATURE_SETS, Detector, generator_slug
 from rag.evaluation.metrics import abstain_level, auroc, threshold_for_precision
-from rag.evaluation.squad import OwnAnswers, SquadReport, format_report, summarise
+from rag.evaluation.own_answers import OwnAnswers
+from rag.evaluation.squad import SquadReport, format_report, summarise
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 # A flag must be right clearly more often than a guess: at least 0.7, and at least halfway from the
@@ -166,7 +167,7 @@ def train_own(
         "generator": generator,
         "trained_on": f"own answers of {generator} to SQuAD-2 dev questions (rag eval squad --split train): "
         f"{len(rows)} labelled drafts ({int(y.sum())} not grounded)" if beats else "nothing (untrained)",
-        "labels": "rag.evaluation.squad.own_label: gold contained = grounded; token-F1 0 or an "
+        "labels": "rag.evaluation.own_answers.own_label: gold contained = grounded; token-F1 0 or an "
         "unanswerable question answered = not grounded",
         "chosen_by": "out-of-fold AUROC, folds grouped by article" if beats else
         "untrained: the trained detector did not beat both baselines out of fold and on validation, "
