@@ -209,7 +209,7 @@ def test_warm_cache_gives_the_cold_answer_and_full_softmaxes(parallel: Generator
 
 @pytest.mark.slow
 def test_a_fresh_generator_on_a_warm_disk_gives_the_cold_answer(parallel: Generator, tmp_path: Path) -> None:
-    def fresh(instruction: str = parallel.instruction) -> Generator:  # what a new process builds
+    def fresh(instruction: str = parallel.prompts.instruction) -> Generator:  # what a new process builds
         return Generator(parallel.model, parallel.tokenizer, name=parallel.name, max_new_tokens=24,
                          prefill="parallel", instruction=instruction, kv_disk=tmp_path, kv_disk_mb=64)
 
