@@ -178,7 +178,9 @@ STALE_TEMP_S = 3600  # a temporary file this old is a crashed writer's, not one 
 def model_folder(name: str, model: Any, prefix_ids: Sequence[int]) -> str:
     """The folder name for one generator's units: readable name, then a digest of what they depend on."""
     parameter = next(model.parameters())
-    identity = repr((name, getattr(model.config, "_name_or_path", ""), str(parameter.dtype),
+    # dynamic int8 swaps the linear layers' classes and leaves the first parameter's dtype alone
+    layers = sorted({f"{type(m).__module__}.{type(m).__qualname__}" for m in model.modules()})
+    identity = repr((name, getattr(model.config, "_name_or_path", ""), str(parameter.dtype), layers,
                      parameter.device.type, torch.__version__, list(prefix_ids)))
     readable = re.sub(r"[^A-Za-z0-9._+]", "_", name)[:64]
     return f"{readable}-{hashlib.blake2b(identity.encode(), digest_size=8).hexdigest()}"

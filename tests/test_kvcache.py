@@ -13,7 +13,17 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply
 from rag.config import Settings
 from rag.core import Rag
 from rag.generate import Generator
-from rag.kvcache import KV, ChunkKVCache, KVDisk, UnitKey, file_name, key_of, rope_of, shift_keys
+from rag.kvcache import (
+    KV,
+    ChunkKVCache,
+    KVDisk,
+    UnitKey,
+    file_name,
+    key_of,
+    model_folder,
+    rope_of,
+    shift_keys,
+)
 from tests.conftest import MODELS_CACHE
 from tests.test_generate import TOPICS, load_generator, make_sources
 
@@ -128,6 +138,23 @@ def test_retain_removes_the_files_of_deleted_and_changed_chunks(tmp_path: Path) 
 def test_no_disk_tier_where_it_is_off(tmp_path: Path) -> None:
     assert KVDisk.open(tmp_path / "kv", 0) is None and not (tmp_path / "kv").exists()
     assert KVDisk.open(tmp_path / "kv", 1 << 20) is not None
+
+
+def test_an_int8_generator_does_not_share_the_fp32_ones_units() -> None:
+    """Same weights file, same first-parameter dtype: only the linear layers' classes tell them apart."""
+    from types import SimpleNamespace
+
+    from rag.loading import quantize_int8
+
+    def tiny() -> torch.nn.Module:
+        model = torch.nn.Sequential(torch.nn.Embedding(8, 4), torch.nn.Linear(4, 4))
+        model.config = SimpleNamespace(_name_or_path="/models/same")  # type: ignore[assignment]
+        return model
+
+    fp32 = model_folder("m", tiny(), [1, 2])
+    assert model_folder("m", tiny(), [1, 2]) == fp32
+    assert model_folder("m", quantize_int8(tiny()), [1, 2]) != fp32
+    assert model_folder("m", tiny(), [1, 3]) != fp32  # another instruction prefix
 
 
 def test_a_changed_text_is_another_key() -> None:
