@@ -85,26 +85,33 @@ def measure(settings: Settings | None = None, *, n: int = 40, seed: int = 0) -> 
     disk_folder = Path(tempfile.mkdtemp(prefix="sightline-kv-"))
     on_disk = Generator(full.model, full.tokenizer, name=full.name, max_new_tokens=48,
                         max_context_tokens=full.prompts.max_context_tokens, prefill="parallel")
-    for row in rows:
-        sources = sources_for(row, paragraphs, seed)
-        golds = [] if row["is_impossible"] else [a for a in row["answers"]["text"] if a]
-        for mode, generator in (("full", full), ("parallel", parallel)):
-            gen = generator.generate(row["question"], sources)
-            risk = attribute(gen, sources, detector).hallucination.risk
-            untrained = attribute(gen, sources, baseline).hallucination.risk  # 1 - lookback
-            per[mode]["first_ms"].append(gen.prefill_ms)
-            if golds:
-                per[mode]["f1"].append(max_f1(strip_citations(gen.text), golds))
-            label = own_label(bool(golds), gen.text, golds, declined(gen.text))
-            if label is not None:
-                labels[mode].append((label, risk, untrained, len(gen.token_ids)))
-        warm_ms.append(parallel.generate(row["question"], sources, max_new_tokens=1).prefill_ms)
-        on_disk.chunk_kv = ChunkKVCache(parallel.chunk_kv.max_bytes, KVDisk(disk_folder, 4 << 30))
-        on_disk.generate(row["question"], sources, max_new_tokens=1)  # writes the units' files
-        on_disk.chunk_kv = ChunkKVCache(parallel.chunk_kv.max_bytes, KVDisk(disk_folder, 4 << 30))
-        disk_ms.append(on_disk.generate(row["question"], sources, max_new_tokens=1).prefill_ms)
-        assert on_disk.chunk_kv.misses == 0, "every unit came from disk"
-    shutil.rmtree(disk_folder)
+
+    def fresh_cache() -> ChunkKVCache:
+        """Memory empty, the disk tier's files as the last cache left them: a restarted process."""
+        return ChunkKVCache(parallel.chunk_kv.max_bytes, KVDisk(disk_folder, 4 << 30))
+
+    try:
+        for row in rows:
+            sources = sources_for(row, paragraphs, seed)
+            golds = [] if row["is_impossible"] else [a for a in row["answers"]["text"] if a]
+            for mode, generator in (("full", full), ("parallel", parallel)):
+                gen = generator.generate(row["question"], sources)
+                risk = attribute(gen, sources, detector).hallucination.risk
+                untrained = attribute(gen, sources, baseline).hallucination.risk  # 1 - lookback
+                per[mode]["first_ms"].append(gen.prefill_ms)
+                if golds:
+                    per[mode]["f1"].append(max_f1(strip_citations(gen.text), golds))
+                label = own_label(bool(golds), gen.text, golds, declined(gen.text))
+                if label is not None:
+                    labels[mode].append((label, risk, untrained, len(gen.token_ids)))
+            warm_ms.append(parallel.generate(row["question"], sources, max_new_tokens=1).prefill_ms)
+            on_disk.chunk_kv = fresh_cache()
+            on_disk.generate(row["question"], sources, max_new_tokens=1)  # writes the units' files
+            on_disk.chunk_kv = fresh_cache()
+            disk_ms.append(on_disk.generate(row["question"], sources, max_new_tokens=1).prefill_ms)
+            assert on_disk.chunk_kv.misses == 0, "every unit came from disk"
+    finally:
+        shutil.rmtree(disk_folder)  # units of every question: up to gigabytes
 
     def scores(mode: str) -> dict[str, float]:
         rows_ = labels[mode]
