@@ -76,7 +76,8 @@ def eval_train_detector(
 
 @eval_app.command("squad")
 def eval_squad(
-    file: Annotated[Path, typer.Argument(help="SQuAD-2 dev_flat.jsonl or the official JSON")],
+    file: Annotated[Path, typer.Argument(
+        help="SQuAD-2 JSON or JSONL, or JSONL lines {question, context|contexts, answers}")],
     n: Annotated[int, typer.Option("--n", min=1, help="questions to sample")] = 300,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     k: Annotated[int, typer.Option("--k", min=1, max=50, help="recall@k of the gold paragraph")] = 5,

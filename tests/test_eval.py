@@ -18,6 +18,7 @@ from rag.evaluation.detect_data import (
     read_examples,
     split_of,
     squad_continue,
+    squad_rows,
     squad_swap,
     words,
     write_examples,
@@ -229,6 +230,30 @@ def test_squad_swap_and_jsonl_round_trip(tmp_path: Path) -> None:
     assert read_examples(path) == examples
     test_only = read_examples(path, split="test")
     assert all(e.split == "test" for e in test_only)
+
+
+def test_a_users_question_file_reads_as_squad_rows(tmp_path: Path) -> None:
+    """`rag eval squad` takes any JSONL of {question, context | contexts, answers}: answers as strings
+    (none: unanswerable), the passage's digest as its title so its questions share a split, the
+    answer's offset found in the context."""
+    passage = "The Bell Rock lighthouse was first lit in 1811. Robert Stevenson built it."
+    lines = [
+        {"question": "When was it first lit?", "context": passage, "answers": ["1811"]},
+        {"question": "Who painted it?", "context": passage, "answers": []},
+        {"question": "Who built it?", "contexts": [passage[:47], passage[48:]],
+         "answers": "Robert Stevenson"},
+    ]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+    first, second, third = squad_rows(path)
+    assert first["answers"] == {"text": ["1811"], "answer_start": [passage.index("1811")]}
+    assert not first["is_impossible"] and second["is_impossible"]
+    assert first["title"] == second["title"] != third["title"] and first["id"] == "mine.jsonl:1"
+    assert third["context"] == passage[:47] + "\n\n" + passage[48:]
+    assert third["context"][third["answers"]["answer_start"][0]:].startswith("Robert Stevenson")
+    path.write_text(json.dumps({"question": "Who?", "answers": ["x"]}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"mine.jsonl:1: .*'context'"):
+        list(squad_rows(path))
 
 
 def test_read_examples_names_the_line_and_field_that_are_wrong(tmp_path: Path) -> None:

@@ -254,12 +254,13 @@ def halueval_sets(folder: Path, seed: int = 0) -> dict[str, list[DetectExample]]
 
 def squad_rows(path: Path) -> Iterator[dict[str, Any]]:
     """Question rows ({id, title, paragraph_index, context, question, answers, is_impossible}) from the
-    flat JSONL or the official nested JSON format."""
+    official nested JSON format, or from JSONL: SQuAD's flat lines, or any lines of
+    ``{question, context | contexts, answers}`` (see `question_row`)."""
     if path.suffix == ".jsonl":
         with path.open(encoding="utf-8") as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 if line.strip():
-                    yield json.loads(line)
+                    yield question_row(json.loads(line), f"{path.name}:{number}")
         return
     data = json.loads(path.read_text(encoding="utf-8"))
     for article in data["data"]:
@@ -278,6 +279,38 @@ def squad_rows(path: Path) -> Iterator[dict[str, Any]]:
                     },
                     "is_impossible": bool(qa.get("is_impossible", not answers)),
                 }
+
+
+def question_row(line: dict[str, Any], where: str) -> dict[str, Any]:
+    """One JSONL line as a SQuAD row. Beyond SQuAD's own fields it takes a user's file: ``contexts``
+    (a list, joined into one passage) for ``context``, ``answers`` as a list of strings (or one), no
+    answers meaning unanswerable; a missing ``title`` is a digest of the context, so the train/val
+    split keeps every question about one passage on one side, and a missing ``answer_start`` is
+    where the answer first occurs in the context (-1: nowhere)."""
+    question, context = line.get("question"), line.get("context")
+    if context is None and isinstance(line.get("contexts"), list):
+        context = "\n\n".join(str(c).strip() for c in line["contexts"])
+    if not isinstance(question, str) or not question.strip() or not isinstance(context, str) or \
+            not context.strip():
+        raise ValueError(f"{where}: a line needs a non-empty 'question' and 'context' (or 'contexts')")
+    answers = line.get("answers", [])
+    if isinstance(answers, dict):
+        texts, starts = list(answers.get("text", [])), list(answers.get("answer_start", []))
+    else:
+        texts, starts = ([answers] if isinstance(answers, str) else list(answers)), []
+    texts = [str(t) for t in texts]
+    if len(starts) != len(texts):
+        starts = [context.find(t) for t in texts]
+    digest = hashlib.blake2b(context.encode("utf-8"), digest_size=6).hexdigest()
+    return {
+        "id": str(line.get("id", where)),
+        "title": str(line.get("title") or f"passage-{digest}"),
+        "paragraph_index": int(line.get("paragraph_index", 0)),
+        "context": context,
+        "question": question,
+        "answers": {"text": texts, "answer_start": starts},
+        "is_impossible": bool(line.get("is_impossible", not any(t.strip() for t in texts))),
+    }
 
 
 def squad_swap(path: Path, n: int = 600, seed: int = 0) -> list[DetectExample]:

@@ -1,10 +1,12 @@
 """`rag eval squad FILE`: answer quality and risk on the generator's own answers, through the real
 pipeline.
 
-A sample of questions is drawn (optionally from one split: articles are split by a hash of their
-title, so `--split val` holds articles the detector never saw); their paragraphs are written one per
-.txt file into a temporary folder and ingested with `Rag.ingest` into a temporary workspace (the
-configured models are reused), so retrieval is real. Every question is asked with `Rag.ask`; risk
+The file is SQuAD's (the official JSON or its flat JSONL) or any JSONL of ``{question, context |
+contexts, answers}`` (rag.evaluation.detect_data.question_row). A sample of questions is drawn
+(optionally from one split: articles are split by a hash of their title, so `--split val` holds
+articles the detector never saw); their paragraphs are written one per .txt file into a temporary
+folder and ingested with `Rag.ingest` into a temporary workspace (the configured models are
+reused), so retrieval is real. Every question is asked with `Rag.ask`; risk
 abstention is applied afterwards from each draft's recorded risk, which is exactly what the pipeline
 does (greedy decoding is deterministic and abstention comes after it), and lets the same drafts be
 scored at any abstention level or by another detector. Per question:
@@ -243,7 +245,7 @@ def _evidence_checks(answer: Any, draft: Any, row: dict[str, Any], golds: Sequen
     from rag.attribution import evidence_spans
 
     gold_file, starts = paragraph_file(row), row["answers"]["answer_start"]
-    spans = [(s, s + len(t)) for s, t in zip(starts, row["answers"]["text"], strict=False)]
+    spans = [(s, s + len(t)) for s, t in zip(starts, row["answers"]["text"], strict=False) if s >= 0]
     hit = None
     naming = [s for s in answer.sentences if contains_answer(strip_citations(s.text), golds)]
     if naming and naming[0].evidence:
