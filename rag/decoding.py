@@ -35,6 +35,9 @@ class Generation:
     decode_ms: float
     units_cached: int = 0  # parallel prefill: chunk units found in the chunk KV cache
     units_encoded: int = 0  # ... and encoded for this prompt (cache misses)
+    # log p, at the answer's first position, of the first token of the reply the instruction asks for
+    # when the sources lack the answer (rag.prompt.DECLINE_TEXT): how near the model came to declining
+    decline_logprob: float = 0.0
 
 
 class Decoding:
@@ -54,11 +57,14 @@ class Decoding:
         eos_ids: frozenset[int],
         units_encoded: int,
         started: float,
+        decline_id: int,
     ) -> None:
         self.prompt, self.n_new, self.cache, self.reducer = prompt, n_new, cache, reducer
         self.features, self.token_masses, self.stream, self.eos_ids = features, token_masses, stream, eos_ids
         self.units_encoded = units_encoded
         self.started = started
+        self.decline_id = decline_id
+        self.decline_logprob = 0.0
         self.prefill_ms = 0.0
         self.logprobs: list[float] = []
         self.token = -1
@@ -68,7 +74,10 @@ class Decoding:
     def accept(self, logits: torch.Tensor, token: int | None = None) -> None:
         """Take `token` (default: the greedy one) as the next, from one position's logits (V,)."""
         self.token = int(logits.argmax()) if token is None else token
-        self.logprobs.append(_logprob(logits, self.token))
+        logp = torch.log_softmax(logits.float(), -1)
+        self.logprobs.append(float(logp[self.token]))
+        if self.step == -1:
+            self.decline_logprob = float(logp[self.decline_id])
         self.step += 1
 
     def advance(self, on_token: Callable[[str], None] | None) -> bool:
@@ -111,8 +120,5 @@ class Decoding:
             decode_ms=total_ms - self.prefill_ms,
             units_cached=len(self.prompt.units) - self.units_encoded,
             units_encoded=self.units_encoded,
+            decline_logprob=self.decline_logprob,
         )
-
-def _logprob(logits: torch.Tensor, token: int) -> float:
-    """log p(token) under one position's logits (V,)."""
-    return float(torch.log_softmax(logits.float(), -1)[token])

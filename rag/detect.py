@@ -10,6 +10,10 @@ less confidence. For a set of answer tokens (a sentence, or the whole answer) `p
                      not move the ratio by its size alone: a two-sentence document holds few keys and
                      draws little raw mass even when it is read closely
     logprob        = the min and mean over the tokens of log p(token): the model's own confidence
+    decline        = log p, at the answer's first position, of the token the instruction's decline
+                     reply starts with ("I don't know."): how near the model came to saying the
+                     sources lack the answer. One value per answer, shared by its sentences; it costs
+                     nothing, as the first position's logits are computed anyway
 
 Pooling the masses before taking a ratio separated hallucinated answers far better than averaging
 per-token ratios: early tokens have almost no answer to look back on, so their ratios are ~1.
@@ -38,7 +42,10 @@ if TYPE_CHECKING:
 
 DETECTOR_DIR = Path(__file__).parent / "detector"
 BASELINE_METHOD = "baseline: 1 - pooled lookback ratio (untrained)"
-FEATURE_SETS = ("lookback", "density", "logprob", "lookback+logprob", "density+logprob", "all")
+# "all" is the three attention and confidence parts, as detector files written before "decline" name it
+FEATURE_SETS = ("lookback", "density", "logprob", "lookback+logprob", "density+logprob", "all", "decline",
+                "logprob+decline", "lookback+logprob+decline", "density+logprob+decline",
+                "lookback+density+logprob+decline")
 
 
 @dataclass(frozen=True)
@@ -50,15 +57,17 @@ class Pooled:
     logprob_min: float
     logprob_mean: float
     n_tokens: int
+    decline: float = 0.0
 
     def vector(self, feature_set: str) -> np.ndarray:
         parts = {
-            "lookback": [self.lookback],
-            "density": [self.density],
-            "logprob": [np.array([self.logprob_min, self.logprob_mean])],
+            "lookback": self.lookback,
+            "density": self.density,
+            "logprob": np.array([self.logprob_min, self.logprob_mean]),
+            "decline": np.array([self.decline]),
         }
         names = ("lookback", "density", "logprob") if feature_set == "all" else feature_set.split("+")
-        return np.concatenate([p for n in names for p in parts[n]])
+        return np.concatenate([parts[n] for n in names])
 
 
 def pool(generation: Generation, tokens: torch.Tensor | None = None) -> Pooled:
@@ -79,6 +88,7 @@ def pool(generation: Generation, tokens: torch.Tensor | None = None) -> Pooled:
         logprob_min=float(logprobs.min()) if len(logprobs) else 0.0,
         logprob_mean=float(logprobs.mean()) if len(logprobs) else 0.0,
         n_tokens=len(logprobs),
+        decline=generation.decline_logprob,
     )
 
 

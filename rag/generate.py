@@ -29,7 +29,7 @@ from rag.config import Settings
 from rag.decoding import Decoding, Generation
 from rag.kvcache import KV, ChunkKVCache, KVDisk, model_folder, rope_of, shift_keys
 from rag.loading import load_causal_lm
-from rag.prompt import INSTRUCTION_TEXT, Prompt, PromptBuilder
+from rag.prompt import DECLINE_TEXT, INSTRUCTION_TEXT, Prompt, PromptBuilder
 from rag.textstream import TextStream
 from rag.types import Source
 
@@ -69,6 +69,8 @@ class Generator:
         default_stops = () if self.prompts.has_template else BASE_MODEL_STOP_STRINGS
         self.stop_strings = tuple(stop_strings) if stop_strings is not None else default_stops
         self.eos_ids = self._eos_ids()
+        # the token a decline starts with, as the answer's first token (rag.decoding.Generation)
+        self.decline_id: int = tokenizer(DECLINE_TEXT, add_special_tokens=False)["input_ids"][0]
         config = model.config.get_text_config()
         self.n_layers: int = config.num_hidden_layers
         self.n_heads: int = config.num_attention_heads
@@ -257,7 +259,8 @@ class Generator:
         logits = self._forward(ids, cache, reducer)
         self._check_reduced(reducer)
         decoding = Decoding(prompt, n_new, cache, reducer, features, token_masses,
-                            TextStream(self.tokenizer, self.stop_strings), self.eos_ids, encoded, t0)
+                            TextStream(self.tokenizer, self.stop_strings), self.eos_ids, encoded, t0,
+                            self.decline_id)
         decoding.prefill_ms = (time.perf_counter() - t0) * 1000
         return decoding, logits
 
@@ -288,6 +291,7 @@ class Generator:
             features = torch.zeros(T, self.n_layers, self.n_heads, prompt.n_segments, device=self.device)
             token_masses = torch.zeros(T, P, device=self.device)
             logprobs: list[float] = []
+            decline = 0.0
             if T:
                 cache = self.cache_of(kv)
                 reducer = self._reducer(prompt, T)
@@ -295,7 +299,9 @@ class Generator:
                 inputs = torch.tensor([[prompt.token_ids[P - 1], *ids[:-1]]], device=self.device)
                 logits = self._forward(inputs, cache, reducer, keep=T).view(T, -1)  # (T, V)
                 self._check_reduced(reducer)
-                logprobs = torch.log_softmax(logits.float(), -1)[torch.arange(T), ids].tolist()
+                logp = torch.log_softmax(logits.float(), -1)
+                logprobs = logp[torch.arange(T), ids].tolist()
+                decline = float(logp[0, self.decline_id])
             out.append(
                 Generation(
                     text=answer,
@@ -310,6 +316,7 @@ class Generator:
                     decode_ms=0.0,
                     units_cached=len(prompt.units) - encoded,
                     units_encoded=encoded,
+                    decline_logprob=decline,
                 )
             )
         return out

@@ -62,7 +62,8 @@ def _partial(decoding: Decoding) -> Generation:
     n = len(ids)
     return Generation(text=text, token_ids=ids, offsets=offsets, features=decoding.features[:n].cpu(),
                       token_masses=decoding.token_masses[:n].cpu(), logprobs=decoding.logprobs[:n],
-                      prompt=decoding.prompt, stop_reason=decoding.stop_reason, prefill_ms=0.0, decode_ms=0.0)
+                      prompt=decoding.prompt, stop_reason=decoding.stop_reason, prefill_ms=0.0, decode_ms=0.0,
+                      decline_logprob=decoding.decline_logprob)
 
 
 def _run(

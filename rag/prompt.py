@@ -29,9 +29,10 @@ from rag.types import BadInput, Source
 # Short answers: on SQuAD questions a 0.5B model asked for "one short sentence" copied the answer
 # instead of paraphrasing the paragraph around it, and said "I don't know" where a longer
 # instruction made it guess.
+DECLINE_TEXT = "I don't know."  # the reply asked for when the sources lack the answer
 INSTRUCTION_TEXT = (
     "Answer the question using only the numbered sources. Reply with one short sentence that cites "
-    "its source as [n]. If the sources do not contain the answer, reply: I don't know."
+    f"its source as [n]. If the sources do not contain the answer, reply: {DECLINE_TEXT}"
 )
 
 

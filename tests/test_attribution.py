@@ -13,7 +13,7 @@ import torch
 
 from rag.attention import FIRST_CHUNK, GENERATED
 from rag.attribution import attribute, lookback_ratios, pooled_lookback
-from rag.decoding import Generation
+from rag.decoding import Decoding, Generation
 from rag.detect import BASELINE_METHOD, Detector, pool
 from rag.generate import Generator
 from rag.prompt import Prompt
@@ -61,6 +61,22 @@ def _generation(masses: torch.Tensor, logprobs: list[float], n_context: int) -> 
     T = masses.shape[0]
     return Generation("a" * T, list(range(T)), [(i, i + 1) for i in range(T)], masses,
                       torch.zeros(T, len(segments)), logprobs, prompt, "eos", 0.0, 0.0)
+
+
+def test_the_decline_probability_is_read_at_the_first_position_only() -> None:
+    """Decoding keeps log p of the decline's first token from the first position's logits (the one
+    answer-level value pool() hands the detector), whatever token is then chosen."""
+    decline_id = 2
+    decoding = Decoding(None, 3, None, None, torch.zeros(3, 1, 1, 5), torch.zeros(3, 1),
+                        None, frozenset(), 0, 0.0, decline_id)
+    first, second = torch.tensor([0.0, 3.0, 1.0, -2.0]), torch.tensor([0.0, 0.0, 9.0, 0.0])
+    decoding.accept(first)
+    decoding.accept(second)
+    assert decoding.token == 2 and decoding.logprobs[0] == pytest.approx(float(first.log_softmax(-1)[1]))
+    assert decoding.decline_logprob == pytest.approx(float(first.log_softmax(-1)[decline_id]))
+    generation = _generation(torch.rand(2, 1, 1, FIRST_CHUNK + 1), [-0.1, -0.2], n_context=1)
+    generation.decline_logprob = decoding.decline_logprob
+    assert pool(generation).decline == decoding.decline_logprob
 
 
 def test_lookback_pools_masses_before_the_ratio() -> None:

@@ -162,6 +162,9 @@ def test_teacher_forcing_reproduces_the_decoding_features(generator: Generator) 
     assert forced.token_ids == gen.token_ids
     torch.testing.assert_close(forced.features, gen.features, atol=1e-4, rtol=0)
     assert forced.stop_reason == "teacher_forced" and forced.prompt.prefix_len > 0
+    # how near the first position came to a decline is read off the same logits on both paths
+    assert forced.decline_logprob == pytest.approx(gen.decline_logprob, abs=1e-3)
+    assert gen.decline_logprob < 0
 
 
 def test_context_budget_keeps_the_top_ranked_sources(generator: Generator) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.detect import DETECTOR_DIR, Detector, Pooled
+from rag.detect import DETECTOR_DIR, FEATURE_SETS, Detector, Pooled
 from rag.evaluation.own_answers import OwnAnswers, QuestionResult
 from rag.evaluation.squad import summarise
 from rag.evaluation.training import train_own
@@ -18,14 +18,18 @@ from rag.evaluation.training import train_own
 L, H = 2, 3
 
 
-def _pooled(rng: np.random.Generator, bad: bool, signal: bool) -> Pooled:
-    """Bad drafts are less confident when `signal`; lookback and length carry nothing either way."""
+def _pooled(rng: np.random.Generator, bad: bool, signal: str) -> Pooled:
+    """Bad drafts are less confident (`signal` "logprob") or nearer to declining ("decline"); lookback
+    and length carry nothing either way."""
     lookback = rng.uniform(0.4, 0.8, L * H)
-    confidence = (rng.uniform(-4, -2) if bad else rng.uniform(-1, 0)) if signal else rng.uniform(-4, 0)
-    return Pooled(lookback, lookback.copy(), confidence, confidence / 2, int(rng.integers(5, 15)))
+    confidence = (rng.uniform(-4, -2) if bad else rng.uniform(-1, 0)) if signal == "logprob" else \
+        rng.uniform(-4, 0)
+    decline = (rng.uniform(-3, -1) if bad else rng.uniform(-9, -5)) if signal == "decline" else \
+        rng.uniform(-9, -1)
+    return Pooled(lookback, lookback.copy(), confidence, confidence / 2, int(rng.integers(5, 15)), decline)
 
 
-def _drafts(seed: int, n: int, titles: list[str], signal: bool = True) -> OwnAnswers:
+def _drafts(seed: int, n: int, titles: list[str], signal: str = "logprob") -> OwnAnswers:
     rng = np.random.default_rng(seed)
     own = OwnAnswers([], [], [], "toy-model", (L, H))
     for i in range(n):
@@ -70,6 +74,7 @@ def test_drafts_round_trip(tmp_path: Path) -> None:
         assert (a is None) == (b is None)
         if a is not None and b is not None:
             assert np.allclose(a.lookback, b.lookback) and a.n_tokens == b.n_tokens
+            assert a.decline == b.decline
 
 
 def test_a_trained_detector_ships_only_where_it_beats_both_baselines(tmp_path: Path) -> None:
@@ -84,14 +89,36 @@ def test_a_trained_detector_ships_only_where_it_beats_both_baselines(tmp_path: P
     assert val["auroc"] > max(val["length_auroc"], val["lookback_baseline_auroc"])
 
     # no signal anywhere: the untrained score ships, with thresholds still calibrated
-    _drafts(4, 240, titles, signal=False).save(tmp_path / "train0")
-    _drafts(5, 120, ["held-out 1", "held-out 2"], signal=False).save(tmp_path / "val0")
+    _drafts(4, 240, titles, signal="").save(tmp_path / "train0")
+    _drafts(5, 120, ["held-out 1", "held-out 2"], signal="").save(tmp_path / "val0")
     none = train_own(tmp_path / "train0", tmp_path / "val0", tmp_path / "det0.json", progress=None)
     if none.shipped == "baseline":
         assert not Detector.load(tmp_path / "det0.json").trained
     else:  # a lucky draw may beat chance-level baselines: it must then really be ahead on validation
         v = none.validation_trained
         assert v["risk_auroc"]["value"] > max(v["length_auroc"]["value"], v["lookback_auroc"]["value"])
+
+
+def test_a_draft_near_declining_is_found_by_the_decline_feature(tmp_path: Path) -> None:
+    """Where only the first position's decline probability tells bad drafts apart (an unanswerable
+    question answered anyway), training chooses a feature set holding it."""
+    titles = [f"article {i}" for i in range(8)]
+    _drafts(8, 240, titles, signal="decline").save(tmp_path / "train")
+    _drafts(9, 120, ["held-out 1", "held-out 2"], signal="decline").save(tmp_path / "val")
+    result = train_own(tmp_path / "train", tmp_path / "val", tmp_path / "det.json", progress=None)
+    assert result.shipped == "trained" and "decline" in result.feature_set.split("+")
+    assert result.validation["risk_auroc"]["value"] > 0.9
+
+
+def test_feature_sets_keep_their_width() -> None:
+    """A detector file stores weights for its feature set's vector: "all" keeps the width it had
+    before the decline feature, so the files trained then still fit."""
+    p = _pooled(np.random.default_rng(0), True, "decline")
+    assert p.vector("all").shape == (2 * L * H + 2,)
+    assert p.vector("lookback+density+logprob+decline").shape == (2 * L * H + 3,)
+    assert p.vector("decline").tolist() == [p.decline]
+    for feature_set in FEATURE_SETS:
+        assert p.vector(feature_set).ndim == 1
 
 
 def test_training_refuses_overlapping_articles(tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ class OwnAnswers:
                 for a, ps in zip(self.answers, self.sentences, strict=True)]
 
 
-_POOLED_FIELDS = ("lookback", "density", "logprob_min", "logprob_mean", "n_tokens")
+_POOLED_FIELDS = ("lookback", "density", "logprob_min", "logprob_mean", "n_tokens", "decline")
 
 
 def _stack(prefix: str, rows: list[tuple[int, Pooled]]) -> dict[str, np.ndarray]:
@@ -118,6 +118,6 @@ def _unstack(z: Any, prefix: str) -> list[tuple[int, Pooled]]:
     cols = {name: z[f"{prefix}_{name}"] for name in _POOLED_FIELDS}
     return [
         (int(i), Pooled(cols["lookback"][j], cols["density"][j], float(cols["logprob_min"][j]),
-                        float(cols["logprob_mean"][j]), int(cols["n_tokens"][j])))
+                        float(cols["logprob_mean"][j]), int(cols["n_tokens"][j]), float(cols["decline"][j])))
         for j, i in enumerate(index)
     ]
