@@ -57,6 +57,8 @@ def test_summary_counts_useful_abstention_and_baselines() -> None:
     useful = sum(1 for q in own.results if q.answerable and q.contains and not q.declined)
     assert r.useful.value == pytest.approx(useful / 40)
     assert r.n_bad + r.n_good == 59
+    answerable_labelled = sum(1 for q in own.results if q.answerable and q.label is not None)
+    assert r.risk_auroc_answerable.n == answerable_labelled == 39
     lo, hi = r.length_auroc.ci
     assert lo <= r.length_auroc.value <= hi
     everything = summarise(own, Detector.baseline(), abstain_risk=0.0)

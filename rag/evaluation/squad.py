@@ -63,6 +63,9 @@ class SquadReport:
     evidence_precision: Estimate  # correct drafts whose top evidence span holds the gold answer
     quotes_useful: Estimate  # held-back answerable drafts whose quotes contain a gold answer
     risk_auroc: Estimate  # bad vs good drafts (own_label), the risk the product reports
+    # the same over answerable questions alone: wrong vs right answers, without the unanswerable
+    # questions answered anyway (most bad drafts of a small generator), which are another task
+    risk_auroc_answerable: Estimate
     length_auroc: Estimate  # baseline: answer length in tokens alone
     lookback_auroc: Estimate  # baseline: untrained 1 - pooled lookback ratio
     n_bad: int
@@ -108,6 +111,7 @@ def summarise(
     length = [float(own.answers[i].n_tokens) for i in labelled]  # type: ignore[union-attr]
     lookback = [1.0 - float(own.answers[i].lookback.mean()) for i in labelled]  # type: ignore[union-attr]
     flagged = [yy for yy, rr in zip(y, risk_l, strict=True) if rr >= detector.threshold]
+    on_answerable = [j for j, i in enumerate(labelled) if results[i].answerable]
     useful = [i for i in ans if not abstained[i] and results[i].contains]
     hits = [bool(results[i].evidence_hit) for i in ans if results[i].evidence_hit is not None]
     held = [i for i in ans if (r := risks[i]) is not None and r >= level and not results[i].declined]
@@ -129,6 +133,7 @@ def summarise(
         evidence_precision=Estimate(*share(sum(hits), len(hits)), len(hits)),
         quotes_useful=Estimate(*share(sum(quoted), len(quoted)), len(quoted)),
         risk_auroc=_auroc(risk_l, y),
+        risk_auroc_answerable=_auroc([risk_l[j] for j in on_answerable], [y[j] for j in on_answerable]),
         length_auroc=_auroc(length, y),
         lookback_auroc=_auroc(lookback, y),
         n_bad=sum(y),
@@ -288,6 +293,7 @@ def format_report(r: SquadReport) -> str:
             f"own-answer risk AUROC          {r.risk_auroc!s}   ({r.n_bad} bad / {r.n_good} good drafts)",
             f"  baseline: length alone       {r.length_auroc!s}",
             f"  baseline: 1 - lookback       {r.lookback_auroc!s}   (untrained)",
+            f"  answerable questions alone   {r.risk_auroc_answerable!s}   (wrong vs right answers)",
             f"flag precision                 {r.flagged_precision:.3f}   (flagged drafts that are bad)",
             f"evidence precision             {r.evidence_precision!s}   (correct: top span has gold)",
             f"quote fallback useful          {r.quotes_useful!s}   (held back: quotes have gold)",
