@@ -14,6 +14,9 @@ less confidence. For a set of answer tokens (a sentence, or the whole answer) `p
                      reply starts with ("I don't know."): how near the model came to saying the
                      sources lack the answer. One value per answer, shared by its sentences; it costs
                      nothing, as the first position's logits are computed anyway
+    check          = log p(no) - log p(yes) of the model asked, after its answer, whether the sources
+                     contain the answer (rag.generate.Generator.self_check): one short forward on the
+                     answer's cache, run only for a detector that reads it. One value per answer
 
 Pooling the masses before taking a ratio separated hallucinated answers far better than averaging
 per-token ratios: early tokens have almost no answer to look back on, so their ratios are ~1.
@@ -45,7 +48,8 @@ BASELINE_METHOD = "baseline: 1 - pooled lookback ratio (untrained)"
 # "all" is the three attention and confidence parts, as detector files written before "decline" name it
 FEATURE_SETS = ("lookback", "density", "logprob", "lookback+logprob", "density+logprob", "all", "decline",
                 "logprob+decline", "lookback+logprob+decline", "density+logprob+decline",
-                "lookback+density+logprob+decline")
+                "lookback+density+logprob+decline", "check", "logprob+decline+check",
+                "lookback+logprob+decline+check", "lookback+density+logprob+decline+check")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Pooled:
     logprob_mean: float
     n_tokens: int
     decline: float = 0.0
+    check: float = 0.0
 
     def vector(self, feature_set: str) -> np.ndarray:
         parts = {
@@ -65,6 +70,7 @@ class Pooled:
             "density": self.density,
             "logprob": np.array([self.logprob_min, self.logprob_mean]),
             "decline": np.array([self.decline]),
+            "check": np.array([self.check]),
         }
         names = ("lookback", "density", "logprob") if feature_set == "all" else feature_set.split("+")
         return np.concatenate([parts[n] for n in names])
@@ -89,6 +95,7 @@ def pool(generation: Generation, tokens: torch.Tensor | None = None) -> Pooled:
         logprob_mean=float(logprobs.mean()) if len(logprobs) else 0.0,
         n_tokens=len(logprobs),
         decline=generation.decline_logprob,
+        check=generation.doubt,
     )
 
 
@@ -141,6 +148,11 @@ class Detector:
     @property
     def trained(self) -> bool:
         return self.coef is not None
+
+    @property
+    def reads_check(self) -> bool:
+        """Whether the risk needs the generator's self-check (Generator.self_checks)."""
+        return self.trained and "check" in self.feature_set.split("+")
 
     def fits(self, n_layers: int, n_heads: int) -> bool:
         """Whether this detector's weights were trained on a model of this shape."""

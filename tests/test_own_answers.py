@@ -123,6 +123,24 @@ def test_feature_sets_keep_their_width() -> None:
         assert p.vector(feature_set).ndim == 1
 
 
+def test_drafts_saved_before_a_feature_read_it_as_not_asked(tmp_path: Path) -> None:
+    own = _drafts(10, 6, ["A"], signal="decline")
+    own.save(tmp_path / "d")
+    with np.load(tmp_path / "d" / "features.npz") as z:
+        older = {k: z[k] for k in z.files if not k.endswith(("_decline", "_check"))}
+    np.savez(tmp_path / "d" / "features.npz", **older)
+    again = OwnAnswers.load(tmp_path / "d")
+    assert all(p is not None and p.decline == 0.0 and p.check == 0.0 for p in again.answers)
+
+
+def test_only_a_detector_that_reads_the_self_check_asks_for_it() -> None:
+    def trained(feature_set: str) -> Detector:
+        return Detector(method="m", threshold=0.5, feature_set=feature_set, coef=[0.0])
+
+    assert trained("logprob+decline+check").reads_check
+    assert not trained("all").reads_check and not Detector.baseline().reads_check
+
+
 def test_training_refuses_overlapping_articles(tmp_path: Path) -> None:
     _drafts(6, 30, ["A", "B"]).save(tmp_path / "train")
     _drafts(7, 30, ["B"]).save(tmp_path / "val")

@@ -103,7 +103,7 @@ class OwnAnswers:
                 for a, ps in zip(self.answers, self.sentences, strict=True)]
 
 
-_POOLED_FIELDS = ("lookback", "density", "logprob_min", "logprob_mean", "n_tokens", "decline")
+_POOLED_FIELDS = ("lookback", "density", "logprob_min", "logprob_mean", "n_tokens", "decline", "check")
 
 
 def _stack(prefix: str, rows: list[tuple[int, Pooled]]) -> dict[str, np.ndarray]:
@@ -115,9 +115,12 @@ def _stack(prefix: str, rows: list[tuple[int, Pooled]]) -> dict[str, np.ndarray]
 
 def _unstack(z: Any, prefix: str) -> list[tuple[int, Pooled]]:
     index = z[f"{prefix}_index"]
-    cols = {name: z[f"{prefix}_{name}"] for name in _POOLED_FIELDS}
+    # drafts saved before a feature existed read it as 0.0, the value of a draft not asked
+    cols = {name: z[f"{prefix}_{name}"] if f"{prefix}_{name}" in z else np.zeros(len(index))
+            for name in _POOLED_FIELDS}
     return [
         (int(i), Pooled(cols["lookback"][j], cols["density"][j], float(cols["logprob_min"][j]),
-                        float(cols["logprob_mean"][j]), int(cols["n_tokens"][j]), float(cols["decline"][j])))
+                        float(cols["logprob_mean"][j]), int(cols["n_tokens"][j]), float(cols["decline"][j]),
+                        float(cols["check"][j])))
         for j, i in enumerate(index)
     ]
