@@ -52,6 +52,14 @@ FEATURE_SETS = ("lookback", "density", "logprob", "lookback+logprob", "density+l
                 "lookback+logprob+decline+check", "lookback+density+logprob+decline+check")
 
 
+FEATURE_PARTS = ("lookback", "density", "logprob", "decline", "check")
+
+
+def feature_parts(feature_set: str) -> tuple[str, ...]:
+    """The parts a feature set names, in vector order."""
+    return ("lookback", "density", "logprob") if feature_set == "all" else tuple(feature_set.split("+"))
+
+
 @dataclass(frozen=True)
 class Pooled:
     """What a set of answer tokens leaves for the detector (see the module docstring)."""
@@ -72,8 +80,7 @@ class Pooled:
             "decline": np.array([self.decline]),
             "check": np.array([self.check]),
         }
-        names = ("lookback", "density", "logprob") if feature_set == "all" else feature_set.split("+")
-        return np.concatenate([parts[n] for n in names])
+        return np.concatenate([parts[n] for n in feature_parts(feature_set)])
 
 
 def pool(generation: Generation, tokens: torch.Tensor | None = None) -> Pooled:
@@ -152,7 +159,7 @@ class Detector:
     @property
     def reads_check(self) -> bool:
         """Whether the risk needs the generator's self-check (Generator.self_checks)."""
-        return self.trained and "check" in self.feature_set.split("+")
+        return self.trained and "check" in feature_parts(self.feature_set)
 
     def fits(self, n_layers: int, n_heads: int) -> bool:
         """Whether this detector's weights were trained on a model of this shape."""
@@ -181,7 +188,9 @@ class Detector:
         from sklearn.linear_model import LogisticRegression
 
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64)
-        mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+        # a feature constant in training gets no weight; scale 1 keeps it at no weight wherever it varies
+        std = x.std(axis=0)
+        mean, scale = x.mean(axis=0), np.where(std > 1e-9, std + 1e-6, 1.0)
         model = LogisticRegression(C=c, max_iter=5000).fit((x - mean) / scale, y)
         return cls(
             method=f"lookback-lens: logistic regression on {feature_set} features",

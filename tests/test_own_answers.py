@@ -110,6 +110,16 @@ def test_a_draft_near_declining_is_found_by_the_decline_feature(tmp_path: Path) 
     result = train_own(tmp_path / "train", tmp_path / "val", tmp_path / "det.json", progress=None)
     assert result.shipped == "trained" and "decline" in result.feature_set.split("+")
     assert result.validation["risk_auroc"]["value"] > 0.9
+    # these drafts were never self-checked (0.0 throughout): no detector may read the check
+    assert result.candidates and all("check" not in c["feature_set"] for c in result.candidates)
+
+
+def test_a_feature_constant_in_training_weighs_nothing_where_it_varies() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    x = np.stack([y + rng.normal(0, 0.5, 200), np.zeros(200)], axis=1)
+    detector = Detector.fit(x, y, feature_set="logprob", n_layers=1, n_heads=1, c=1.0)
+    assert detector.predict(np.array([1.0, 0.0])) == pytest.approx(detector.predict(np.array([1.0, 50.0])))
 
 
 def test_feature_sets_keep_their_width() -> None:

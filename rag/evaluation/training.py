@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.detect import DETECTOR_DIR, FEATURE_SETS, Detector, generator_slug
+from rag.detect import DETECTOR_DIR, FEATURE_PARTS, FEATURE_SETS, Detector, feature_parts, generator_slug
 from rag.evaluation.metrics import abstain_level, auroc, threshold_for_precision
 from rag.evaluation.own_answers import OwnAnswers
 from rag.evaluation.squad import SquadReport, format_report, summarise
@@ -76,6 +76,18 @@ def _fit(
     x = np.stack([own.answers[i].vector(feature_set) for i in rows])  # type: ignore[union-attr]
     y = np.array([own.results[i].label for i in rows])
     return Detector.fit(x, y, feature_set=feature_set, n_layers=shape[0], n_heads=shape[1], c=c)
+
+
+def _varying(own: OwnAnswers, rows: list[int]) -> list[str]:
+    """The feature sets every part of which varies over these drafts: drafts collected before a feature
+    existed hold 0.0 for it, and a detector must not read (and pay for) what it never saw vary."""
+
+    def varies(part: str) -> bool:
+        x = np.stack([own.answers[i].vector(part) for i in rows])  # type: ignore[union-attr]
+        return bool(np.ptp(x, axis=0).max() > 0)
+
+    moving = {part for part in FEATURE_PARTS if varies(part)}
+    return [fs for fs in FEATURE_SETS if set(feature_parts(fs)) <= moving]
 
 
 def _folds(groups: Sequence[str], n: int = 5) -> list[np.ndarray]:
@@ -142,7 +154,7 @@ def train_own(
         f"{cv_baseline:.3f}, length {cv_length:.3f}")
 
     candidates, best = [], None
-    for feature_set in FEATURE_SETS:
+    for feature_set in _varying(train, rows):
         for c in C_GRID:
             risks = _oof_risks(train, rows, feature_set, c, shape)
             scored = [i for i in rows if i in risks]
