@@ -142,7 +142,8 @@ def summarise(
         generator=generator,
         detector=detector.method,
         seconds=seconds,
-        seconds_per_question=seconds / len(results) if results else 0.0,
+        # saved drafts carry their own times: a report rebuilt from them still gives s/question
+        seconds_per_question=(seconds or sum(r.seconds for r in results)) / len(results) if results else 0.0,
         questions=list(results),
     )
 
@@ -283,9 +284,10 @@ def evaluate(
 def format_report(r: SquadReport) -> str:
     return "\n".join(
         [
-            f"n {r.n} ({r.n_answerable} answerable, {r.n_unanswerable} unanswerable), split {r.split}, over "
-            f"{r.paragraphs} paragraphs; generator {r.generator}; {r.seconds:.0f} s "
-            f"({r.seconds_per_question:.1f} s/question)",
+            f"n {r.n} ({r.n_answerable} answerable, {r.n_unanswerable} unanswerable), split {r.split}"
+            + (f", over {r.paragraphs} paragraphs" if r.paragraphs else "")
+            + f"; generator {r.generator}; " + (f"{r.seconds:.0f} s " if r.seconds else "")
+            + f"({r.seconds_per_question:.1f} s/question)",
             f"recall@{r.k} of the gold paragraph   {r.recall_at_k:.3f}   (answerable)",
             f"useful answers                 {r.useful!s}   (answerable: answered, gold contained)",
             f"abstention on unanswerable     {r.abstention!s}   (held back at risk {r.abstain_risk:.3f})",

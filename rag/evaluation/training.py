@@ -169,8 +169,8 @@ def train_own(
     trained = _fit(train, rows, feature_set, c, shape)
     _calibrate(trained, train, oof)
     _calibrate(baseline, train, {i: float(base_risk[i] or 0.0) for i in rows})
-    val_trained = summarise(val, trained, generator=generator)
-    val_baseline = summarise(val, baseline, generator=generator)
+    val_trained = summarise(val, trained, generator=generator, split="val")
+    val_baseline = summarise(val, baseline, generator=generator, split="val")
     best_baseline = max(val_trained.length_auroc.value, val_trained.lookback_auroc.value)
     enough = min(val_trained.n_bad, val_trained.n_good) >= MIN_PER_CLASS
     beats = enough and cv_auroc > max(cv_baseline, cv_length) and val_trained.risk_auroc.value > best_baseline
