@@ -45,14 +45,12 @@ if TYPE_CHECKING:
 
 DETECTOR_DIR = Path(__file__).parent / "detector"
 BASELINE_METHOD = "baseline: 1 - pooled lookback ratio (untrained)"
+FEATURE_PARTS = ("lookback", "density", "logprob", "decline", "check")
 # "all" is the three attention and confidence parts, as detector files written before "decline" name it
 FEATURE_SETS = ("lookback", "density", "logprob", "lookback+logprob", "density+logprob", "all", "decline",
                 "logprob+decline", "lookback+logprob+decline", "density+logprob+decline",
                 "lookback+density+logprob+decline", "check", "logprob+decline+check",
                 "lookback+logprob+decline+check", "lookback+density+logprob+decline+check")
-
-
-FEATURE_PARTS = ("lookback", "density", "logprob", "decline", "check")
 
 
 def feature_parts(feature_set: str) -> tuple[str, ...]:
