@@ -98,9 +98,12 @@ class OwnAnswers:
         return cls(results, answers, sentences, meta["generator"], (meta["shape"][0], meta["shape"][1]))
 
     def risks(self, detector: Detector) -> list[float | None]:
-        """Each draft's answer risk under `detector`: its riskiest sentence's, as rag.attribution."""
-        return [max((detector.risk(p) for p in ps), default=0.0) if a is not None else None
-                for a, ps in zip(self.answers, self.sentences, strict=True)]
+        """Each draft's answer risk under `detector` (None where nothing was generated)."""
+        return [self.risk(i, detector) if a is not None else None for i, a in enumerate(self.answers)]
+
+    def risk(self, i: int, detector: Detector) -> float:
+        """Draft i's answer risk: its riskiest sentence's, as rag.attribution."""
+        return max((detector.risk(p) for p in self.sentences[i]), default=0.0)
 
 
 _POOLED_FIELDS = ("lookback", "density", "logprob_min", "logprob_mean", "n_tokens", "decline", "check")

@@ -109,8 +109,7 @@ def _oof_risks(own: OwnAnswers, rows: list[int], feature_set: str, c: float,
         if len({own.results[i].label for i in train}) < 2:
             continue
         det = _fit(own, train, feature_set, c, shape)
-        risks = own.risks(det)
-        out.update({i: float(risks[i] or 0.0) for i in held})
+        out.update({i: own.risk(i, det) for i in held})
     return out
 
 
