@@ -138,13 +138,12 @@ class DecodeBatcher:
     def _emit(self, batch: list[_Row], cache: DynamicCache | None) -> DynamicCache | None:
         """Each row emits its newest token; rows that ended (or whose client left) leave."""
         keep = []
-        for b, row in enumerate(batch):
+        for row in batch:
             try:
                 if row.decoding.advance(row.job.on_token):
                     keep.append(row)
                     continue
-                row.job.result = self.generator.finish(row.decoding, self._row_cache(cache, b, row.pad),
-                                                       row.job.on_token)
+                row.job.result = row.decoding.finish(row.job.on_token)
             except BaseException as e:  # a client that left: its on_token raised
                 row.job.error = e
             row.job.done.set()
@@ -180,13 +179,6 @@ class DecodeBatcher:
         kept = [(k.index_select(0, index)[:, :, cut:], v.index_select(0, index)[:, :, cut:])
                 for k, v in _layers(cache)]
         return self.generator.cache_of(kept)
-
-    def _row_cache(self, cache: DynamicCache | None, b: int, pad: int) -> DynamicCache:
-        """Row b's own keys and values, its padding cut off (a copy: the batch's stay as they are)."""
-        if cache is None:
-            return self.generator.cache_of([])
-        return self.generator.cache_of([(k[b : b + 1, :, pad:], v[b : b + 1, :, pad:])
-                                        for k, v in _layers(cache)])
 
     def _join(self, batch: list[_Row], cache: DynamicCache | None, row: _Row) -> DynamicCache:
         """Add a prefilled request's cache to the batched one, left-padding whichever is shorter."""

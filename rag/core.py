@@ -83,8 +83,6 @@ class Rag:
 
                 generator = Generator.load(self.settings)
                 detector = Detector.for_generator(generator.name)
-                generator.self_checks = detector.reads_check and detector.fits(generator.n_layers,
-                                                                               generator.n_heads)
                 batch = self.settings.batch_max
                 batcher = DecodeBatcher(generator, batch) if batch > 1 else None
                 database = self.workspace.database

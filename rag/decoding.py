@@ -38,9 +38,6 @@ class Generation:
     # log p, at the answer's first position, of the first token of the reply the instruction asks for
     # when the sources lack the answer (rag.prompt.DECLINE_TEXT): how near the model came to declining
     decline_logprob: float = 0.0
-    # log p(no) - log p(yes) of the model asked, after its answer, whether the sources hold the
-    # answer (rag.generate.Generator.self_check); 0.0 when not asked
-    doubt: float = 0.0
 
 
 class Decoding:

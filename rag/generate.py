@@ -37,13 +37,6 @@ from rag.types import Source
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "</s>")
 # A base model (no chat template) does not stop by itself: it would write the next question.
 BASE_MODEL_STOP_STRINGS = ("\nQuestion:", "\nSources:", "\n\n\n")
-YES_WORDS, NO_WORDS = ("yes", "Yes", "YES", " yes", " Yes"), ("no", "No", "NO", " no", " No")
-
-
-def _single_tokens(tokenizer: Any, words: Sequence[str]) -> list[int]:
-    """The ids of those words that are one token each."""
-    ids = {tuple(tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words}
-    return sorted(i[0] for i in ids if len(i) == 1)
 
 
 class Generator:
@@ -78,11 +71,6 @@ class Generator:
         self.eos_ids = self._eos_ids()
         # the token a decline starts with, as the answer's first token (rag.decoding.Generation)
         self.decline_id: int = tokenizer(DECLINE_TEXT, add_special_tokens=False)["input_ids"][0]
-        suffix = self.prompts.check_suffix()
-        self._check_ids = tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
-        self._yes, self._no = _single_tokens(tokenizer, YES_WORDS), _single_tokens(tokenizer, NO_WORDS)
-        # whether answers get the self-check (set by the pipeline when its detector reads it)
-        self.self_checks = False
         config = model.config.get_text_config()
         self.n_layers: int = config.num_hidden_layers
         self.n_heads: int = config.num_attention_heads
@@ -222,31 +210,7 @@ class Generator:
                               use_prefix_cache=use_prefix_cache)
         while decoding.advance(on_token):
             decoding.accept(self.step(decoding))
-        return self.finish(decoding, decoding.cache, on_token)
-
-    def finish(
-        self, decoding: Decoding, cache: DynamicCache, on_token: Callable[[str], None] | None = None
-    ) -> Generation:
-        """The decoding's Generation, self-checked (when `self_checks`) from `cache`: the prompt and
-        the answer but its last chosen token, which was never fed. The cache is written."""
-        generation = decoding.finish(on_token)
-        if self.self_checks and generation.token_ids:
-            last = [] if decoding.token in self.eos_ids else [decoding.token]
-            generation.doubt = self.self_check(cache, last)
-        return generation
-
-    @torch.inference_mode()
-    def self_check(self, cache: DynamicCache, pending: Sequence[int]) -> float:
-        """log p(no) - log p(yes) of the model's reply to CHECK_QUESTION (rag.prompt) asked after its
-        answer: one forward over the few tokens that close the answer's turn and ask it, on the
-        answer's own cache (the answer is not run again). `pending`: answer tokens not yet in the
-        cache. 0.0 where the model has no chat template or no one-token yes and no."""
-        if not self._check_ids or not self._yes or not self._no:
-            return 0.0
-        ids = torch.tensor([[*pending, *self._check_ids]], device=self.device)
-        logits = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[0, -1]
-        logp = torch.log_softmax(logits.float(), -1)
-        return float(torch.logsumexp(logp[self._no], 0) - torch.logsumexp(logp[self._yes], 0))
+        return decoding.finish(on_token)
 
     def step(self, decoding: Decoding) -> torch.Tensor:
         """One forward of a decoding's pending token alone: the next token's logits (V,)."""
@@ -327,7 +291,7 @@ class Generator:
             features = torch.zeros(T, self.n_layers, self.n_heads, prompt.n_segments, device=self.device)
             token_masses = torch.zeros(T, P, device=self.device)
             logprobs: list[float] = []
-            decline = doubt = 0.0
+            decline = 0.0
             if T:
                 cache = self.cache_of(kv)
                 reducer = self._reducer(prompt, T)
@@ -338,7 +302,6 @@ class Generator:
                 logp = torch.log_softmax(logits.float(), -1)
                 logprobs = logp[torch.arange(T), ids].tolist()
                 decline = float(logp[0, self.decline_id])
-                doubt = self.self_check(cache, ids[-1:]) if self.self_checks else 0.0
             out.append(
                 Generation(
                     text=answer,
@@ -354,7 +317,6 @@ class Generator:
                     units_cached=len(prompt.units) - encoded,
                     units_encoded=encoded,
                     decline_logprob=decline,
-                    doubt=doubt,
                 )
             )
         return out

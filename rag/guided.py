@@ -111,5 +111,5 @@ def guided_generate(
             for piece in best.pieces:
                 on_token(piece)
         if not best.alive:
-            return generator.finish(kept, kept.cache, on_token)
+            return kept.finish(on_token)
         logits = generator.step(kept)

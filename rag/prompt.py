@@ -30,11 +30,6 @@ from rag.types import BadInput, Source
 # instead of paraphrasing the paragraph around it, and said "I don't know" where a longer
 # instruction made it guess.
 DECLINE_TEXT = "I don't know."  # the reply asked for when the sources lack the answer
-# Asked in a turn of its own once the answer is written (rag.generate.Generator.self_check): the
-# model's yes or no is a feature of the risk. Asking whether the sources hold the answer separated
-# bad drafts from good better than asking whether the answer is stated in them (scratch runs on 80
-# SQuAD drafts, the 1.5B judging: AUROC 0.62 against 0.43).
-CHECK_QUESTION = "Do the sources contain the answer to the question? Reply yes or no."
 INSTRUCTION_TEXT = (
     "Answer the question using only the numbered sources. Reply with one short sentence that cites "
     f"its source as [n]. If the sources do not contain the answer, reply: {DECLINE_TEXT}"
@@ -227,27 +222,6 @@ class PromptBuilder:
             ids += piece_ids
             offsets += [(s + start, e + start) for s, e in piece_offsets]
         return ids, offsets, tuple(units)
-
-    def check_suffix(self) -> str | None:
-        """The text that closes the answer's turn and asks CHECK_QUESTION in a turn of its own, up to
-        where the reply starts (None without a chat template: no turns to ask in)."""
-        if not self.has_template:
-            return None
-        marker = "\x00ANSWER\x00"
-        rendered, _, _ = self._render("Question: z")
-        messages = [{"role": "assistant", "content": marker}, {"role": "user", "content": CHECK_QUESTION}]
-        try:
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "system", "content": self.instruction}, {"role": "user", "content": "Question: z"},
-                 *messages], tokenize=False, add_generation_prompt=True)
-        except Exception:  # templates without a system role, as in _render
-            folded = {"role": "user", "content": f"{self.instruction}\n\nQuestion: z"}
-            text = self.tokenizer.apply_chat_template([folded, *messages], tokenize=False,
-                                                      add_generation_prompt=True)
-        at = text.find(marker)
-        if at < 0 or not text.startswith(rendered):
-            return None  # the template rewrites the turns: the check cannot be placed after an answer
-        return text[at + len(marker):]
 
     # ---- the shared prefix
 

@@ -155,11 +155,8 @@ def test_max_new_tokens_limits_the_answer(generator: Generator) -> None:
     assert len(gen.token_ids) <= 3 and gen.features.shape[0] == len(gen.token_ids)
 
 
-def test_teacher_forcing_reproduces_the_decoding_features(
-    generator: Generator, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_teacher_forcing_reproduces_the_decoding_features(generator: Generator) -> None:
     question, sources = "Where was coffee first cultivated?", make_sources()
-    monkeypatch.setattr(generator, "self_checks", True)
     gen = generator.generate(question, sources)
     forced = generator.teacher_force(question, sources, gen.text)
     assert forced.token_ids == gen.token_ids
@@ -168,15 +165,6 @@ def test_teacher_forcing_reproduces_the_decoding_features(
     # how near the first position came to a decline is read off the same logits on both paths
     assert forced.decline_logprob == pytest.approx(gen.decline_logprob, abs=1e-3)
     assert gen.decline_logprob < 0
-    # and the self-check asked after the answer, on the decoding's cache or the forced one
-    assert forced.doubt == pytest.approx(gen.doubt, abs=1e-3) and gen.doubt != 0.0
-    assert generator.prompts.check_suffix() is not None
-
-
-def test_no_self_check_unless_asked(generator: Generator) -> None:
-    """The self-check costs a forward: answers get none unless the detector reads it."""
-    assert not generator.self_checks
-    assert generator.generate("Where was coffee first cultivated?", make_sources()).doubt == 0.0
 
 
 def test_context_budget_keeps_the_top_ranked_sources(generator: Generator) -> None:

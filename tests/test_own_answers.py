@@ -110,8 +110,6 @@ def test_a_draft_near_declining_is_found_by_the_decline_feature(tmp_path: Path) 
     result = train_own(tmp_path / "train", tmp_path / "val", tmp_path / "det.json", progress=None)
     assert result.shipped == "trained" and "decline" in result.feature_set.split("+")
     assert result.validation["risk_auroc"]["value"] > 0.9
-    # these drafts were never self-checked (0.0 throughout): no detector may read the check
-    assert result.candidates and all("check" not in c["feature_set"] for c in result.candidates)
 
 
 def test_a_feature_constant_in_training_weighs_nothing_where_it_varies() -> None:
@@ -137,18 +135,10 @@ def test_drafts_saved_before_a_feature_read_it_as_not_asked(tmp_path: Path) -> N
     own = _drafts(10, 6, ["A"], signal="decline")
     own.save(tmp_path / "d")
     with np.load(tmp_path / "d" / "features.npz") as z:
-        older = {k: z[k] for k in z.files if not k.endswith(("_decline", "_check"))}
+        older = {k: z[k] for k in z.files if not k.endswith("_decline")}
     np.savez(tmp_path / "d" / "features.npz", **older)
     again = OwnAnswers.load(tmp_path / "d")
-    assert all(p is not None and p.decline == 0.0 and p.check == 0.0 for p in again.answers)
-
-
-def test_only_a_detector_that_reads_the_self_check_asks_for_it() -> None:
-    def trained(feature_set: str) -> Detector:
-        return Detector(method="m", threshold=0.5, feature_set=feature_set, coef=[0.0])
-
-    assert trained("logprob+decline+check").reads_check
-    assert not trained("all").reads_check and not Detector.baseline().reads_check
+    assert all(p is not None and p.decline == 0.0 for p in again.answers)
 
 
 def test_training_refuses_overlapping_articles(tmp_path: Path) -> None:

@@ -106,7 +106,7 @@ class OwnAnswers:
         return max((detector.risk(p) for p in self.sentences[i]), default=0.0)
 
 
-_POOLED_FIELDS = ("lookback", "density", "logprob_min", "logprob_mean", "n_tokens", "decline", "check")
+_POOLED_FIELDS = ("lookback", "density", "logprob_min", "logprob_mean", "n_tokens", "decline")
 
 
 def _stack(prefix: str, rows: list[tuple[int, Pooled]]) -> dict[str, np.ndarray]:
@@ -123,7 +123,6 @@ def _unstack(z: Any, prefix: str) -> list[tuple[int, Pooled]]:
             for name in _POOLED_FIELDS}
     return [
         (int(i), Pooled(cols["lookback"][j], cols["density"][j], float(cols["logprob_min"][j]),
-                        float(cols["logprob_mean"][j]), int(cols["n_tokens"][j]), float(cols["decline"][j]),
-                        float(cols["check"][j])))
+                        float(cols["logprob_mean"][j]), int(cols["n_tokens"][j]), float(cols["decline"][j])))
         for j, i in enumerate(index)
     ]

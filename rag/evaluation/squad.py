@@ -203,7 +203,6 @@ def run_questions(
             f"loading the generator")
         pipeline = rag.load_generator()
         g = pipeline.generator
-        g.self_checks = True  # every draft keeps the self-check, so a detector can be trained to read it
         own = OwnAnswers([], [], [], g.name, (g.n_layers, g.n_heads))
         for i, row in enumerate(rows, 1):
             q0 = time.perf_counter()
