@@ -27,6 +27,7 @@ from transformers import DynamicCache
 from rag.attention import ATTENTION, GENERATED, AttentionReducer
 from rag.config import Settings
 from rag.decoding import Decoding, Generation
+from rag.inputs import MAX_ANSWER_TOKENS, MAX_QUESTION_TOKENS
 from rag.kvcache import KV, ChunkKVCache, KVDisk, model_folder, rope_of, shift_keys
 from rag.loading import load_causal_lm
 from rag.prompt import DECLINE_TEXT, INSTRUCTION_TEXT, Prompt, PromptBuilder
@@ -35,8 +36,25 @@ from rag.types import Source
 
 # Tokens that end a turn in common chat templates; the model's own EOS ids are always used too.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "</s>")
+# Tokens of a prompt beyond its prefix, chunks and question: "Sources:", "Question:", role markers
+TEMPLATE_GLUE_TOKENS = 64
 # A base model (no chat template) does not stop by itself: it would write the next question.
 BASE_MODEL_STOP_STRINGS = ("\nQuestion:", "\nSources:", "\n\n\n")
+
+
+def check_attention_window(config: Any, name: str, longest: int) -> None:
+    """ValueError for a model whose sliding-window layers (Gemma 2 and 3, Qwen with
+    use_sliding_window) would drop keys of a prompt and answer `longest` tokens long: those layers
+    could not report where a token looked, and attribution would be wrong (or fail on the shapes)."""
+    layer_types = getattr(config, "layer_types", None) or []
+    window = getattr(config, "sliding_window", None)
+    if "sliding_attention" in layer_types and window is not None and window < longest:
+        raise ValueError(
+            f"model {name} attends through a {window}-token sliding window in "
+            f"{layer_types.count('sliding_attention')} of {len(layer_types)} layers, and a prompt with its "
+            f"answer may reach {longest} tokens: attribution needs every layer to see all of them; choose a "
+            "model with full attention in every layer, or a window that long"
+        )
 
 
 class Generator:
@@ -72,6 +90,10 @@ class Generator:
         # the token a decline starts with, as the answer's first token (rag.decoding.Generation)
         self.decline_id: int = tokenizer(DECLINE_TEXT, add_special_tokens=False)["input_ids"][0]
         config = model.config.get_text_config()
+        prefix = self.prompts.prefix
+        longest = ((len(prefix.token_ids) if prefix else 0) + max_context_tokens + MAX_QUESTION_TOKENS
+                   + TEMPLATE_GLUE_TOKENS + max(max_new_tokens, MAX_ANSWER_TOKENS))
+        check_attention_window(config, self.name, longest)
         self.n_layers: int = config.num_hidden_layers
         self.n_heads: int = config.num_attention_heads
         self.device = next(model.parameters()).device

@@ -15,7 +15,7 @@ from rag.attention import FIRST_CHUNK, GENERATED
 from rag.attribution import attribute, lookback_ratios, pooled_lookback
 from rag.decoding import Decoding, Generation
 from rag.detect import BASELINE_METHOD, Detector, pool
-from rag.generate import Generator
+from rag.generate import Generator, check_attention_window
 from rag.prompt import Prompt
 from rag.text import split_sentences
 from tests.test_generate import generator, make_sources  # noqa: F401  (session fixture, shared)
@@ -61,6 +61,17 @@ def _generation(masses: torch.Tensor, logprobs: list[float], n_context: int) -> 
     T = masses.shape[0]
     return Generation("a" * T, list(range(T)), [(i, i + 1) for i in range(T)], masses,
                       torch.zeros(T, len(segments)), logprobs, prompt, "eos", 0.0, 0.0)
+
+
+def test_a_sliding_window_shorter_than_a_prompt_is_refused() -> None:
+    """A layer that attends through a window drops the keys before it: it could not say where a
+    token looked in a longer prompt (Gemma 3 270M's 512-token window failed on the shapes)."""
+    from transformers import Gemma3TextConfig, Qwen2Config
+
+    check_attention_window(Qwen2Config(), "full", 10_000)
+    check_attention_window(Gemma3TextConfig(sliding_window=4096), "wide window", 3_000)
+    with pytest.raises(ValueError, match=r"512-token sliding window in 22 of 26 layers.*3000 tokens"):
+        check_attention_window(Gemma3TextConfig(sliding_window=512), "gemma", 3_000)
 
 
 def test_the_decline_probability_is_read_at_the_first_position_only() -> None:
