@@ -118,7 +118,7 @@ def _stack(prefix: str, rows: list[tuple[int, Pooled]]) -> dict[str, np.ndarray]
 
 def _unstack(z: Any, prefix: str) -> list[tuple[int, Pooled]]:
     index = z[f"{prefix}_index"]
-    # drafts saved before a feature existed read it as 0.0, the value of a draft not asked
+    # drafts saved before a feature existed read it as 0.0; train-detector leaves such a constant out
     cols = {name: z[f"{prefix}_{name}"] if f"{prefix}_{name}" in z else np.zeros(len(index))
             for name in _POOLED_FIELDS}
     return [
