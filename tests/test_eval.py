@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from rag.evaluation.detect_data import (
     DetectExample,
     halueval_sets,
+    question_row,
     read_examples,
     split_of,
     squad_continue,
@@ -35,6 +36,7 @@ from rag.evaluation.metrics import (
     token_f1,
 )
 from rag.evaluation.own_answers import own_label
+from rag.evaluation.squad import write_paragraphs
 from rag.text import strip_citations
 from tests.conftest import MODELS_CACHE
 
@@ -251,6 +253,13 @@ def test_a_users_question_file_reads_as_squad_rows(tmp_path: Path) -> None:
     assert first["title"] == second["title"] != third["title"] and first["id"] == "mine.jsonl:1"
     assert third["context"] == passage[:47] + "\n\n" + passage[48:]
     assert third["context"][third["answers"]["answer_start"][0]:].startswith("Robert Stevenson")
+    write_paragraphs([first, second, third], tmp_path)  # two questions, one passage: one file
+    assert sorted(p.read_text(encoding="utf-8") for p in tmp_path.glob("*.txt")) == sorted(
+        {passage, third["context"]})
+    titled = [question_row({"question": "Q?", "context": c, "title": "Lights"}, f"l{i}")
+              for i, c in enumerate(["One passage.", "Another passage."])]
+    with pytest.raises(ValueError, match="another passage has title 'Lights'"):
+        write_paragraphs(titled, tmp_path)
     path.write_text(json.dumps({"question": "Who?", "answers": ["x"]}) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"mine.jsonl:1: .*'context'"):
         list(squad_rows(path))

@@ -166,6 +166,18 @@ def paragraph_file(row: dict[str, Any]) -> str:
     return f"{safe}__{row['paragraph_index']:03d}.txt"
 
 
+def write_paragraphs(rows: Sequence[dict[str, Any]], folder: Path) -> None:
+    """One file per passage (`paragraph_file`). ValueError where two passages would share a file: a
+    user's lines that give one title to several contexts need a paragraph_index each, or no title."""
+    written: dict[str, str] = {}
+    for row in rows:
+        name = paragraph_file(row)
+        if written.setdefault(name, row["context"]) != row["context"]:
+            raise ValueError(f"question {row['id']}: another passage has title {row['title']!r} and "
+                             f"paragraph_index {row['paragraph_index']}; give each passage its own")
+        (folder / name).write_text(row["context"], encoding="utf-8")
+
+
 def run_questions(
     path: Path,
     settings: Any,
@@ -192,8 +204,7 @@ def run_questions(
     with tempfile.TemporaryDirectory(prefix="sightline-squad-") as tmp:
         docs = Path(tmp) / "paragraphs"
         docs.mkdir()
-        for row in rows:
-            (docs / paragraph_file(row)).write_text(row["context"], encoding="utf-8")
+        write_paragraphs(rows, docs)
         base = settings.model_dump()
         base.update(home=Path(tmp) / "home", database_url=None, models_cache=settings.models_dir,
                     abstain_risk=1.01)
