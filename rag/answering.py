@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +22,7 @@ from rag.detect import Detector
 from rag.generate import Generator
 from rag.guided import guided_generate
 from rag.models import AnswerRecord
+from rag.text import strip_citations
 from rag.types import Answer, Attribution, Evidence, Hallucination, Models, Source, Timings
 
 NO_SOURCES = "I can't answer that from your documents: nothing I retrieved is relevant to the question."
@@ -45,6 +47,19 @@ def quote_answer(quotes: list[Evidence], chunk_ids: list[int]) -> str:
 def declined(answer: str) -> bool:
     """True when the model itself said the sources don't hold the answer."""
     return bool(_MODEL_DECLINED.search(answer))
+
+
+def _name_key(text: str) -> str:
+    return re.sub(r"[\W_]+", "", text).casefold()
+
+
+def names_only_a_source(answer: str, sources: list[Source]) -> bool:
+    """True when the draft, citations aside, is nothing but a source's title or file name (the 0.5B
+    model answers "[1] Normans__006" to about one question in twenty): it points at a source instead
+    of answering, so the sources' evidence is shown in its place."""
+    said = _name_key(strip_citations(answer))
+    names = {_name_key(n) for s in sources for n in (s.title, Path(s.path).name, Path(s.path).stem)}
+    return not said or said in names
 
 
 class AnswerPipeline:
@@ -105,7 +120,8 @@ class AnswerPipeline:
             timings.attribute_ms = (time.perf_counter() - t0) * 1000
             text = generation.text.strip()
             model_declined = declined(text)
-            if attribution.hallucination.risk >= self.abstain_risk and not model_declined:
+            risky = attribution.hallucination.risk >= self.abstain_risk and not model_declined
+            if risky or names_only_a_source(text, sources):
                 # held back: what the draft looked at is still true, quoted verbatim
                 quotes = evidence_spans(generation, sources, limit=2)
                 body = quote_answer(quotes, generation.prompt.chunk_ids) if quotes else NOT_GROUNDED

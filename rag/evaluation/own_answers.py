@@ -45,7 +45,7 @@ class QuestionResult:
     answerable: bool
     answer: str  # the draft as generated (also when abstention would hold it back)
     no_sources: bool  # nothing relevant retrieved: abstained before generating
-    declined: bool  # the model itself said the sources do not hold the answer
+    declined: bool  # the model itself said the sources do not hold the answer, or only named one
     retrieved_gold: bool  # gold paragraph among the top k
     f1: float
     contains: bool

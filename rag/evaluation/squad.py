@@ -191,7 +191,7 @@ def run_questions(
     """Ingest the sample's paragraphs into a temporary workspace and ask every question with risk
     abstention off, keeping each draft's features (saved to `save` every 20 questions, so a long run
     stopped early keeps its drafts). Returns (drafts, paragraphs, generator, detector)."""
-    from rag.answering import declined
+    from rag.answering import declined, names_only_a_source
     from rag.attribution import sentence_rows
     from rag.config import Settings
     from rag.core import Rag
@@ -222,21 +222,22 @@ def run_questions(
             top = rag.search(row["question"], k)
             drafts: list[Generation] = []
             answer = rag.ask(row["question"], on_generation=drafts.append)
-            text = strip_citations(answer.answer)
-            is_declined = bool(drafts) and declined(answer.answer)
+            said = answer.draft or answer.answer  # a draft naming only a source is replaced by quotes
+            text = strip_citations(said)
+            is_declined = bool(drafts) and (declined(said) or names_only_a_source(said, answer.sources))
             own.results.append(
                 QuestionResult(
                     id=str(row["id"]),
                     title=row["title"],
                     question=row["question"],
                     answerable=answerable,
-                    answer=answer.answer,
+                    answer=said,
                     no_sources=not drafts,
                     declined=is_declined,
                     retrieved_gold=any(Path(s.path).name == paragraph_file(row) for s in top),
                     f1=max_f1(text, golds) if answerable and drafts else 0.0,
                     contains=answerable and bool(drafts) and contains_answer(text, golds),
-                    label=own_label(answerable, answer.answer, golds, is_declined) if drafts else None,
+                    label=own_label(answerable, said, golds, is_declined) if drafts else None,
                     risk=answer.hallucination.risk if drafts else None,
                     seconds=time.perf_counter() - q0,
                     **(_evidence_checks(answer, drafts[0], row, golds) if drafts and answerable else {}),

@@ -1,0 +1,36 @@
+"""What the answer pipeline counts as no answer at all, on hand-written drafts (no model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.answering import declined, names_only_a_source
+from rag.types import Source
+
+SOURCES = [
+    Source(1, 11, 1, "/docs/Normans__006.txt", "Normans__006", "The Normans were ...", 0, 20, 0.9),
+    Source(2, 12, 2, "/docs/keepers-lives.pdf", "Keepers' lives", "Grace Darling ...", 0, 16, 0.8),
+]
+
+
+@pytest.mark.parametrize(
+    ("draft", "only_a_source"),
+    [
+        ("[1] Normans__006", True),
+        ("Normans 006.", True),  # the model's spelling of the title
+        ("keepers-lives.pdf [2]", True),
+        ("Keepers' lives", True),
+        ("[1][2]", True),  # citations and nothing else
+        ("", True),
+        ("Normans__006 says the Normans came from Normandy [1].", False),
+        ("Grace Darling [2]", False),
+        ("1882", False),
+    ],
+)
+def test_a_draft_that_only_names_a_source_is_no_answer(draft: str, only_a_source: bool) -> None:
+    assert names_only_a_source(draft, SOURCES) is only_a_source
+
+
+def test_a_decline_is_told_from_an_answer() -> None:
+    assert declined("I don't know.") and declined("The sources do not contain the answer.")
+    assert not declined("Grace Darling rowed out [2].")
