@@ -36,6 +36,10 @@ _MODEL_DECLINED = re.compile(
     r"(sources|context|documents) (do not|don't) (contain|say|mention))",
     re.IGNORECASE,
 )
+_ASKS_FOR_A_SOURCE = re.compile(
+    r"\b(which|what|whose)\s+(\w+\s+)?(document|file|source|page|pdf|article|note|report|paper)s?\b",
+    re.IGNORECASE,
+)
 
 
 def quote_answer(quotes: list[Evidence], chunk_ids: list[int]) -> str:
@@ -53,10 +57,13 @@ def _name_key(text: str) -> str:
     return re.sub(r"[\W_]+", "", text).casefold()
 
 
-def names_only_a_source(answer: str, sources: list[Source]) -> bool:
+def names_only_a_source(answer: str, sources: list[Source], question: str) -> bool:
     """True when the draft, citations aside, is nothing but a source's title or file name (the 0.5B
-    model answers "[1] Normans__006" to about one question in twenty): it points at a source instead
-    of answering, so the sources' evidence is shown in its place."""
+    model answers "[1] Normans__006" to about one SQuAD question in twenty-five): it points at a
+    source instead of answering, so the sources' evidence is shown in its place. Unless the question
+    asks which document it is: then naming one is the answer."""
+    if _ASKS_FOR_A_SOURCE.search(question):
+        return False
     said = _name_key(strip_citations(answer))
     names = {_name_key(n) for s in sources for n in (s.title, Path(s.path).name, Path(s.path).stem)}
     return not said or said in names
@@ -121,7 +128,7 @@ class AnswerPipeline:
             text = generation.text.strip()
             model_declined = declined(text)
             risky = attribution.hallucination.risk >= self.abstain_risk and not model_declined
-            if risky or names_only_a_source(text, sources):
+            if risky or names_only_a_source(text, sources, question):
                 # held back: what the draft looked at is still true, quoted verbatim
                 quotes = evidence_spans(generation, sources, limit=2)
                 body = quote_answer(quotes, generation.prompt.chunk_ids) if quotes else NOT_GROUNDED

@@ -28,7 +28,13 @@ SOURCES = [
     ],
 )
 def test_a_draft_that_only_names_a_source_is_no_answer(draft: str, only_a_source: bool) -> None:
-    assert names_only_a_source(draft, SOURCES) is only_a_source
+    assert names_only_a_source(draft, SOURCES, "Where did the Normans come from?") is only_a_source
+
+
+@pytest.mark.parametrize("question", ["Which document covers the keepers?", "What PDF file names Grace?",
+                                      "In which source is the rescue told?"])
+def test_naming_a_source_answers_a_question_about_sources(question: str) -> None:
+    assert not names_only_a_source("keepers-lives.pdf [2]", SOURCES, question)
 
 
 def test_a_decline_is_told_from_an_answer() -> None:

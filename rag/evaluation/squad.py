@@ -224,7 +224,8 @@ def run_questions(
             answer = rag.ask(row["question"], on_generation=drafts.append)
             said = answer.draft or answer.answer  # a draft naming only a source is replaced by quotes
             text = strip_citations(said)
-            is_declined = bool(drafts) and (declined(said) or names_only_a_source(said, answer.sources))
+            is_declined = bool(drafts) and (
+                declined(said) or names_only_a_source(said, answer.sources, row["question"]))
             own.results.append(
                 QuestionResult(
                     id=str(row["id"]),
