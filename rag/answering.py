@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,7 +21,7 @@ from rag.detect import Detector
 from rag.generate import Generator
 from rag.guided import guided_generate
 from rag.models import AnswerRecord
-from rag.text import strip_citations
+from rag.text import names_only_a_source
 from rag.types import Answer, Attribution, Evidence, Hallucination, Models, Source, Timings
 
 NO_SOURCES = "I can't answer that from your documents: nothing I retrieved is relevant to the question."
@@ -36,11 +35,6 @@ _MODEL_DECLINED = re.compile(
     r"(sources|context|documents) (do not|don't) (contain|say|mention))",
     re.IGNORECASE,
 )
-_ASKS_FOR_A_SOURCE = re.compile(
-    r"\b(which|what|whose)\s+(\w+\s+)?(document|file|source|page|pdf|article|note|report|paper)s?\b",
-    re.IGNORECASE,
-)
-
 
 def quote_answer(quotes: list[Evidence], chunk_ids: list[int]) -> str:
     """The held-back answer's replacement: its evidence verbatim, each cited as the prompt numbered it."""
@@ -51,22 +45,6 @@ def quote_answer(quotes: list[Evidence], chunk_ids: list[int]) -> str:
 def declined(answer: str) -> bool:
     """True when the model itself said the sources don't hold the answer."""
     return bool(_MODEL_DECLINED.search(answer))
-
-
-def _name_key(text: str) -> str:
-    return re.sub(r"[\W_]+", "", text).casefold()
-
-
-def names_only_a_source(answer: str, sources: list[Source], question: str) -> bool:
-    """True when the draft, citations aside, is nothing but a source's title or file name (the 0.5B
-    model answers "[1] Normans__006" to about one SQuAD question in twenty-five): it points at a
-    source instead of answering, so the sources' evidence is shown in its place. Unless the question
-    asks which document it is: then naming one is the answer."""
-    if _ASKS_FOR_A_SOURCE.search(question):
-        return False
-    said = _name_key(strip_citations(answer))
-    names = {_name_key(n) for s in sources for n in (s.title, Path(s.path).name, Path(s.path).stem)}
-    return not said or said in names
 
 
 class AnswerPipeline:

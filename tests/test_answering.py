@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answering import declined, names_only_a_source
+from rag.answering import declined
+from rag.text import names_only_a_source
 from rag.types import Source
 
 SOURCES = [

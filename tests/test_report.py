@@ -405,6 +405,19 @@ def test_abstained_answer_with_held_back_draft() -> None:
     assert report_data(page)["sentences"] == []
 
 
+@pytest.mark.parametrize(("draft", "reason"), [
+    ("[1] leave-policy.md", "it named a source instead of answering"),
+    ("New employees get 40 days of leave [1].", "its hallucination risk (0.86) was too high to stand behind"),
+])
+def test_quotes_say_why_the_draft_was_held_back(draft: str, reason: str) -> None:
+    answer = make_answer()
+    answer.abstained, answer.answer_kind, answer.draft = True, "quotes", draft
+    answer.answer = "I could not verify a generated answer. Your documents say: “25 days” [1]"
+    answer.sentences = []
+    notice = " ".join(tree(render_html(answer)).xpath("string(//div[@class='notice quotes'])").split())
+    assert f"The generated draft was held back: {reason}." in notice, notice
+
+
 def test_inconsistent_offsets_and_non_finite_numbers_still_render() -> None:
     answer = make_answer()
     for s in answer.sentences:

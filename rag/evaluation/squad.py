@@ -42,7 +42,7 @@ from rag.detect import Detector
 from rag.evaluation.detect_data import split_of, squad_rows
 from rag.evaluation.metrics import Estimate, auroc, auroc_ci, contains_answer, max_f1, share
 from rag.evaluation.own_answers import OwnAnswers, QuestionResult, own_label
-from rag.text import strip_citations
+from rag.text import names_only_a_source, strip_citations
 
 
 @dataclass
@@ -191,7 +191,7 @@ def run_questions(
     """Ingest the sample's paragraphs into a temporary workspace and ask every question with risk
     abstention off, keeping each draft's features (saved to `save` every 20 questions, so a long run
     stopped early keeps its drafts). Returns (drafts, paragraphs, generator, detector)."""
-    from rag.answering import declined, names_only_a_source
+    from rag.answering import declined
     from rag.attribution import sentence_rows
     from rag.config import Settings
     from rag.core import Rag
