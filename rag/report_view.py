@@ -237,9 +237,9 @@ class View:
         self.threshold = answer.hallucination.threshold
         kind = answer.answer_kind if answer.answer_kind in KINDS else "generated"
         self.kind = "refusal" if kind == "generated" and answer.abstained else kind
-        # why quotes stand in for the draft: it named a source without answering, or its risk
-        self.named_a_source = self.kind == "quotes" and names_only_a_source(
-            answer.draft or "", answer.sources, answer.question)
+        # why quotes stand in for the draft: it gave no answer beyond naming a source, or its risk
+        self.named_a_source = self.kind == "quotes" and answer.draft is not None and names_only_a_source(
+            answer.draft, answer.sources, answer.question)
         self.evidence_mode = any(s.evidence for s in answer.sentences)
         self.placed = place_spans(answer, self.sources, evidence_mode=self.evidence_mode,
                                   quotes=self.kind == "quotes")

@@ -406,7 +406,7 @@ def test_abstained_answer_with_held_back_draft() -> None:
 
 
 @pytest.mark.parametrize(("draft", "reason"), [
-    ("[1] leave-policy.md", "it named a source instead of answering"),
+    ("[1] leave-policy.md", "it gave no answer beyond naming a source"),
     ("New employees get 40 days of leave [1].", "its hallucination risk (0.86) was too high to stand behind"),
 ])
 def test_quotes_say_why_the_draft_was_held_back(draft: str, reason: str) -> None:
