@@ -36,6 +36,7 @@ _MODEL_DECLINED = re.compile(
     re.IGNORECASE,
 )
 
+
 def quote_answer(quotes: list[Evidence], chunk_ids: list[int]) -> str:
     """The held-back answer's replacement: its evidence verbatim, each cited as the prompt numbered it."""
     cited = " ".join(f"“{q.text.strip()}” [{chunk_ids.index(q.chunk_id) + 1}]" for q in quotes)

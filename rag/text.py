@@ -113,10 +113,6 @@ _ASKS_FOR_A_SOURCE = re.compile(
 )
 
 
-def _name_key(text: str) -> str:
-    return re.sub(r"[\W_]+", "", text).casefold()
-
-
 def names_only_a_source(answer: str, sources: Sequence[Source], question: str) -> bool:
     """True when the draft, citations aside, is nothing but a source's title or file name (the 0.5B
     model answers "[1] Normans__006" to about one SQuAD question in twenty-five): it points at a
@@ -124,8 +120,9 @@ def names_only_a_source(answer: str, sources: Sequence[Source], question: str) -
     question asks which document it is: then naming one is the answer."""
     if _ASKS_FOR_A_SOURCE.search(question):
         return False
-    said = _name_key(strip_citations(answer))
-    names = {_name_key(n) for s in sources for n in (s.title, PurePath(s.path).name, PurePath(s.path).stem)}
+    said = "".join(words(strip_citations(answer)))  # words alone: "Normans 006." names Normans__006
+    names = {"".join(words(n))
+             for s in sources for n in (s.title, PurePath(s.path).name, PurePath(s.path).stem)}
     return not said or said in names
 
 
