@@ -222,7 +222,8 @@ def run_questions(
             top = rag.search(row["question"], k)
             drafts: list[Generation] = []
             answer = rag.ask(row["question"], on_generation=drafts.append)
-            said = answer.draft or answer.answer  # a draft naming only a source is replaced by quotes
+            # a held-back draft (one naming only a source, or an empty one) is replaced by quotes
+            said = answer.draft if answer.draft is not None else answer.answer
             text = strip_citations(said)
             is_declined = bool(drafts) and (
                 declined(said) or names_only_a_source(said, answer.sources, row["question"]))
