@@ -22,6 +22,11 @@ Tried and dropped: a self-check, the model asked after its answer, in a turn of 
 answer's cache, whether the sources contain the answer (log p(no) - log p(yes)). On the generators'
 own SQuAD drafts it told bad from good no better than chance (AUROC 0.49, 267 drafts of the 1.5B;
 0.48-0.51 for the 0.5B) and added nothing out of fold, for a forward per answer in every decoding path.
+Also tried, on the 0.5B's own SQuAD drafts (fitted on 257 training drafts, scored on 131 validation
+ones), beside the shipped risk (val AUROC 0.64 [0.53, 0.75]): disagreement of the draft with the
+drafts written over the same sources in two other orders (0.65 alone, 0.65 with the risk; three
+decodings per question), and retrieval's own scores (best dense similarity 0.63 alone, 0.68 with the
+risk; 0.69 with both). Gains within noise, so no retrieval or consistency feature is read.
 
 A detector is a logistic regression over one `FEATURE_SETS` entry, or the untrained baseline
 1 - mean lookback. One file per generator ships in ``rag/detector/<generator>.json`` (written by

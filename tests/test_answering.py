@@ -21,11 +21,14 @@ SOURCES = [
         ("Normans 006.", True),  # the model's spelling of the title
         ("keepers-lives.pdf [2]", True),
         ("Keepers' lives", True),
+        ("The question is answered in Normans__006 [1].", True),  # pointing words around the name
+        ("It is found in keepers-lives.pdf.", True),
         ("[1][2]", True),  # citations and nothing else
         ("", True),
         ("Normans__006 says the Normans came from Normandy [1].", False),
         ("Grace Darling [2]", False),
         ("1882", False),
+        ("The Normans came from Normans__006.", False),  # words of its own beside the name
     ],
 )
 def test_a_draft_that_only_names_a_source_is_no_answer(draft: str, only_a_source: bool) -> None:
