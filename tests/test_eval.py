@@ -265,6 +265,25 @@ def test_a_users_question_file_reads_as_squad_rows(tmp_path: Path) -> None:
         list(squad_rows(path))
 
 
+def test_halueval_qa_reads_as_answerable_question_rows(tmp_path: Path) -> None:
+    """HaluEval's QA file (.json, one object per line; knowledge and right_answer) is a question file
+    as it stands; a broken SQuAD JSON file still fails as JSON."""
+    line = {"knowledge": "The Longstone light stands on the Farne Islands.Grace Darling lived there.",
+            "question": "Where does the Longstone light stand?", "right_answer": "the Farne Islands",
+            "hallucinated_answer": "Holy Island"}
+    path = tmp_path / "qa_data.json"
+    path.write_text(json.dumps(line) + "\n" + json.dumps({**line, "question": "Who lived there?",
+                                                          "right_answer": "Grace Darling"}) + "\n")
+    first, second = squad_rows(path)
+    assert first["context"] == line["knowledge"] and not first["is_impossible"]
+    assert first["answers"] == {"text": ["the Farne Islands"],
+                                "answer_start": [line["knowledge"].index("the Farne")]}
+    assert second["answers"]["text"] == ["Grace Darling"] and first["title"] == second["title"]
+    path.write_text('{"data": [')
+    with pytest.raises(json.JSONDecodeError):
+        list(squad_rows(path))
+
+
 def test_read_examples_names_the_line_and_field_that_are_wrong(tmp_path: Path) -> None:
     good = {"question": "q", "context": "c", "response": "r", "hallucinated": "false"}
     path = tmp_path / "set.jsonl"

@@ -256,13 +256,17 @@ def squad_rows(path: Path) -> Iterator[dict[str, Any]]:
     """Question rows ({id, title, paragraph_index, context, question, answers, is_impossible}) from the
     official nested JSON format, or from JSONL: SQuAD's flat lines, or any lines of
     ``{question, context | contexts, answers}`` (see `question_row`)."""
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    yield question_row(json.loads(line), f"{path.name}:{number}")
+    text, data = path.read_text(encoding="utf-8"), None
+    try:
+        data = None if path.suffix == ".jsonl" else json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg != "Extra data":  # a .json file of one object per line (HaluEval's) reads as JSONL
+            raise
+    if not isinstance(data, dict) or "data" not in data:
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                yield question_row(json.loads(line), f"{path.name}:{number}")
         return
-    data = json.loads(path.read_text(encoding="utf-8"))
     for article in data["data"]:
         for p_index, paragraph in enumerate(article["paragraphs"]):
             for qa in paragraph["qas"]:
@@ -286,14 +290,16 @@ def question_row(line: dict[str, Any], where: str) -> dict[str, Any]:
     (a list, joined into one passage) for ``context``, ``answers`` as a list of strings (or one), no
     answers meaning unanswerable; a missing ``title`` is a digest of the context, so the train/val
     split keeps every question about one passage on one side, and a missing ``answer_start`` is
-    where the answer first occurs in the context (-1: nowhere)."""
-    question, context = line.get("question"), line.get("context")
+    where the answer first occurs in the context (-1: nowhere). HaluEval QA's ``knowledge`` and
+    ``right_answer`` stand for ``context`` and ``answers``, so its file is a second corpus of
+    answerable questions as it stands."""
+    question, context = line.get("question"), line.get("context", line.get("knowledge"))
     if context is None and isinstance(line.get("contexts"), list):
         context = "\n\n".join(str(c).strip() for c in line["contexts"])
     if not isinstance(question, str) or not question.strip() or not isinstance(context, str) or \
             not context.strip():
         raise ValueError(f"{where}: a line needs a non-empty 'question' and 'context' (or 'contexts')")
-    answers = line.get("answers", [])
+    answers = line.get("answers", line.get("right_answer", []))
     if isinstance(answers, dict):
         texts, starts = list(answers.get("text", [])), list(answers.get("answer_start", []))
     else:
