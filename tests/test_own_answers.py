@@ -63,6 +63,11 @@ def test_summary_counts_useful_abstention_and_baselines() -> None:
     assert lo <= r.length_auroc.value <= hi
     everything = summarise(own, Detector.baseline(), abstain_risk=0.0)
     assert everything.abstention.value == 1.0 and everything.useful.value == 0.0
+    # the level fitted to this file holds back 20% of its answerable questions (8 of 40, the declined
+    # one among them), the most that false abstention <= 0.2 allows
+    fitted = summarise(own, Detector.baseline(), abstain_risk=r.abstain_risk_for_file)
+    assert fitted.false_abstention.value == pytest.approx(8 / 40)
+    assert fitted.abstention.value > 0.0
 
 
 def test_drafts_round_trip(tmp_path: Path) -> None:

@@ -40,10 +40,11 @@ from typing import Any
 
 from rag.detect import Detector
 from rag.evaluation.detect_data import split_of, squad_rows
-from rag.evaluation.metrics import Estimate, auroc, auroc_ci, contains_answer, max_f1, share
+from rag.evaluation.metrics import Estimate, abstain_level, auroc, auroc_ci, contains_answer, max_f1, share
 from rag.evaluation.own_answers import OwnAnswers, QuestionResult, own_label
 from rag.text import names_only_a_source, strip_citations
 
+MAX_FALSE_ABSTENTION = 0.2  # at most this share of answerable questions is held back
 
 @dataclass
 class SquadReport:
@@ -66,6 +67,9 @@ class SquadReport:
     # the same over answerable questions alone: wrong vs right answers, without the unanswerable
     # questions answered anyway (most bad drafts of a small generator), which are another task
     risk_auroc_answerable: Estimate
+    # the abstention level that would hold back at most MAX_FALSE_ABSTENTION of this file's answerable
+    # questions: the calibrated level comes from SQuAD, and a user's own questions may draw other risks
+    abstain_risk_for_file: float
     length_auroc: Estimate  # baseline: answer length in tokens alone
     lookback_auroc: Estimate  # baseline: untrained 1 - pooled lookback ratio
     n_bad: int
@@ -116,6 +120,8 @@ def summarise(
     hits = [bool(results[i].evidence_hit) for i in ans if results[i].evidence_hit is not None]
     held = [i for i in ans if (r := risks[i]) is not None and r >= level and not results[i].declined]
     quoted = [bool(results[i].quotes_hit) for i in held if results[i].quotes_hit is not None]
+    skipped = [i for i in ans if results[i].no_sources or results[i].declined]
+    drafted = [float(r) for i in ans if i not in skipped and (r := risks[i]) is not None]
     return SquadReport(
         n=len(results),
         n_answerable=len(ans),
@@ -134,6 +140,7 @@ def summarise(
         quotes_useful=Estimate(*share(sum(quoted), len(quoted)), len(quoted)),
         risk_auroc=_auroc(risk_l, y),
         risk_auroc_answerable=_auroc([risk_l[j] for j in on_answerable], [y[j] for j in on_answerable]),
+        abstain_risk_for_file=abstain_level(drafted, len(ans), len(skipped), MAX_FALSE_ABSTENTION),
         length_auroc=_auroc(length, y),
         lookback_auroc=_auroc(lookback, y),
         n_bad=sum(y),
@@ -305,6 +312,8 @@ def format_report(r: SquadReport) -> str:
             f"useful answers                 {r.useful!s}   (answerable: answered, gold contained)",
             f"abstention on unanswerable     {r.abstention!s}   (held back at risk {r.abstain_risk:.3f})",
             f"false abstention               {r.false_abstention!s}   (answerable)",
+            f"  abstain_risk for this file   {r.abstain_risk_for_file:.3f}   (RAG_ABSTAIN_RISK holding back "
+            f"at most {MAX_FALSE_ABSTENTION:.0%} of its answerable questions)",
             f"token-F1                       {r.f1:.3f}   (answerable; abstentions score 0)",
             f"own-answer risk AUROC          {r.risk_auroc!s}   ({r.n_bad} bad / {r.n_good} good drafts)",
             f"  baseline: length alone       {r.length_auroc!s}",

@@ -29,14 +29,13 @@ import numpy as np
 from rag.detect import DETECTOR_DIR, FEATURE_PARTS, FEATURE_SETS, Detector, feature_parts, generator_slug
 from rag.evaluation.metrics import abstain_level, auroc, threshold_for_precision
 from rag.evaluation.own_answers import OwnAnswers
-from rag.evaluation.squad import SquadReport, format_report, summarise
+from rag.evaluation.squad import MAX_FALSE_ABSTENTION, SquadReport, format_report, summarise
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 # A flag must be right clearly more often than a guess: at least 0.7, and at least halfway from the
 # base rate to certainty (with 70% of a small model's drafts wrong, "precision >= 0.7" would flag all).
 FLAG_PRECISION = 0.7
 FLAG_PRECISION_GAIN = 0.5
-MAX_FALSE_ABSTENTION = 0.2  # at most this share of answerable questions is held back
 # fewer validation drafts of either class than this, and an AUROC says nothing (its interval spans
 # most of [0, 1]): the trained detector does not ship on such evidence
 MIN_PER_CLASS = 20
