@@ -313,7 +313,8 @@ def format_report(r: SquadReport) -> str:
             f"abstention on unanswerable     {r.abstention!s}   (held back at risk {r.abstain_risk:.3f})",
             f"false abstention               {r.false_abstention!s}   (answerable)",
             f"  abstain_risk for this file   {r.abstain_risk_for_file:.3f}   (RAG_ABSTAIN_RISK holding back "
-            f"at most {MAX_FALSE_ABSTENTION:.0%} of its answerable questions)",
+            f"at most {MAX_FALSE_ABSTENTION:.0%} of its answerable questions"
+            + ("; above 1: never, declines alone reach that)" if r.abstain_risk_for_file > 1 else ")"),
             f"token-F1                       {r.f1:.3f}   (answerable; abstentions score 0)",
             f"own-answer risk AUROC          {r.risk_auroc!s}   ({r.n_bad} bad / {r.n_good} good drafts)",
             f"  baseline: length alone       {r.length_auroc!s}",
