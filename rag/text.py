@@ -121,14 +121,16 @@ def names_only_a_source(answer: str, sources: Sequence[Source], question: str) -
     if _ASKS_FOR_A_SOURCE.search(question):
         return False
     said = words(strip_citations(answer))  # words alone: "Normans 006." names Normans__006
+    names = {"".join(words(n))
+             for s in sources for n in (s.title, PurePath(s.path).name, PurePath(s.path).stem)}
     if not said:
         return True
-    for s in sources:
-        for name in (s.title, PurePath(s.path).name, PurePath(s.path).stem):
-            named = words(name)
-            # "The question is answered in passage-d2fd__000." points as much as the bare name does
-            if named and said[-len(named):] == named and set(said[:-len(named)]) <= _POINTING:
-                return True
+    # "The question is answered in passage-d2fd__000." points as much as the bare name does
+    for k, word in enumerate(said):
+        if "".join(said[k:]) in names:
+            return True
+        if word not in _POINTING:
+            return False
     return False
 
 

@@ -29,6 +29,8 @@ SOURCES = [
         ("Grace Darling [2]", False),
         ("1882", False),
         ("The Normans came from Normans__006.", False),  # words of its own beside the name
+        ("It is.", False),  # pointing words alone answer a yes/no question
+        ("The answer is Normans006", True),  # the name's words run together
     ],
 )
 def test_a_draft_that_only_names_a_source_is_no_answer(draft: str, only_a_source: bool) -> None:

@@ -46,6 +46,7 @@ from rag.text import names_only_a_source, strip_citations
 
 MAX_FALSE_ABSTENTION = 0.2  # at most this share of answerable questions is held back
 
+
 @dataclass
 class SquadReport:
     n: int
