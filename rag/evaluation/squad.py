@@ -121,8 +121,6 @@ def summarise(
     hits = [bool(results[i].evidence_hit) for i in ans if results[i].evidence_hit is not None]
     held = [i for i in ans if (r := risks[i]) is not None and r >= level and not results[i].declined]
     quoted = [bool(results[i].quotes_hit) for i in held if results[i].quotes_hit is not None]
-    skipped = [i for i in ans if results[i].no_sources or results[i].declined]
-    drafted = [float(r) for i in ans if i not in skipped and (r := risks[i]) is not None]
     return SquadReport(
         n=len(results),
         n_answerable=len(ans),
@@ -141,7 +139,7 @@ def summarise(
         quotes_useful=Estimate(*share(sum(quoted), len(quoted)), len(quoted)),
         risk_auroc=_auroc(risk_l, y),
         risk_auroc_answerable=_auroc([risk_l[j] for j in on_answerable], [y[j] for j in on_answerable]),
-        abstain_risk_for_file=abstain_level(drafted, len(ans), len(skipped), MAX_FALSE_ABSTENTION),
+        abstain_risk_for_file=fitted_abstain_risk(results, risks),
         length_auroc=_auroc(length, y),
         lookback_auroc=_auroc(lookback, y),
         n_bad=sum(y),
@@ -154,6 +152,15 @@ def summarise(
         seconds_per_question=(seconds or sum(r.seconds for r in results)) / len(results) if results else 0.0,
         questions=list(results),
     )
+
+
+def fitted_abstain_risk(results: Sequence[QuestionResult], risks: Sequence[float | None]) -> float:
+    """The lowest risk at which to hold drafts back so that at most MAX_FALSE_ABSTENTION of the
+    answerable questions are abstained on, counting those declined or with nothing retrieved."""
+    ans = [i for i, r in enumerate(results) if r.answerable]
+    skipped = {i for i in ans if results[i].no_sources or results[i].declined}
+    drafted = [float(r) for i in ans if i not in skipped and (r := risks[i]) is not None]
+    return abstain_level(drafted, len(ans), len(skipped), MAX_FALSE_ABSTENTION)
 
 
 def sample_questions(path: Path, n: int, seed: int = 0, split: str = "") -> list[dict[str, Any]]:

@@ -27,9 +27,15 @@ from typing import Any
 import numpy as np
 
 from rag.detect import DETECTOR_DIR, FEATURE_PARTS, FEATURE_SETS, Detector, feature_parts, generator_slug
-from rag.evaluation.metrics import abstain_level, auroc, threshold_for_precision
+from rag.evaluation.metrics import auroc, threshold_for_precision
 from rag.evaluation.own_answers import OwnAnswers
-from rag.evaluation.squad import MAX_FALSE_ABSTENTION, SquadReport, format_report, summarise
+from rag.evaluation.squad import (
+    MAX_FALSE_ABSTENTION,
+    SquadReport,
+    fitted_abstain_risk,
+    format_report,
+    summarise,
+)
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 # A flag must be right clearly more often than a guess: at least 0.7, and at least halfway from the
@@ -123,10 +129,7 @@ def _calibrate(det: Detector, own: OwnAnswers, risks: dict[int, float]) -> None:
     target = flag_precision_target(float(np.mean(bad)))
     det.threshold = threshold_for_precision([risks[i] for i in rows], bad, target)
     full = own.risks(det)  # for answerable drafts without a label (partial overlap)
-    answerable = [i for i, r in enumerate(own.results) if r.answerable]
-    skipped = {i for i in answerable if own.results[i].no_sources or own.results[i].declined}
-    drafts = [risks.get(i, full[i] or 0.0) for i in answerable if i not in skipped]
-    det.abstain_risk = abstain_level(drafts, len(answerable), len(skipped), MAX_FALSE_ABSTENTION)
+    det.abstain_risk = fitted_abstain_risk(own.results, [risks.get(i, r) for i, r in enumerate(full)])
 
 
 def train_own(
