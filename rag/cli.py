@@ -111,7 +111,10 @@ def answer_text(answer: Any, answer_already_shown: bool = False, stored: bool = 
         if sent.flagged:
             lines.append(f"! likely unsupported (risk {sent.risk:.2f}): {sent.text}")
     h = answer.hallucination
-    lines.append(f"hallucination risk {h.risk:.2f} ({'FLAGGED' if h.flagged else 'ok'}, {h.method})")
+    # the level beside the verdict: a trained risk is a probability under its training drafts' base
+    # rate (most of a small generator's drafts were wrong), so 0.7 can still be below the flag level
+    verdict = "FLAGGED: at or above" if h.flagged else "ok: below"
+    lines.append(f"hallucination risk {h.risk:.2f} ({verdict} the flag level {h.threshold:.2f}; {h.method})")
     lines.append("sources (share of the answer's attention):")
     for src in answer.sources:
         share = f"{100 * src.attention_mass:5.1f}%" if src.attention_mass is not None else "    -"
