@@ -23,6 +23,7 @@ from rag.cli_common import (
     settings_from,
 )
 from rag.cli_eval import eval_app
+from rag.text import names_only_a_source
 
 
 def user_error(exc: Exception) -> tuple[str, int] | None:
@@ -105,16 +106,18 @@ def answer_text(answer: Any, answer_already_shown: bool = False, stored: bool = 
     (when it was stored) how to see its report."""
     lines = [] if answer_already_shown else [answer.answer]
     lines.append("")
+    h = answer.hallucination
     if answer.abstained and answer.draft:
-        lines.append(f"(held back draft: {answer.draft})")
+        why = ("it only names a source" if names_only_a_source(answer.draft, answer.sources, answer.question)
+               else f"its risk {h.risk:.2f} was too high to stand behind")
+        lines.append(f"(held back draft, {why}: {answer.draft})")
     for sent in answer.sentences:
         if sent.flagged:
             lines.append(f"! likely unsupported (risk {sent.risk:.2f}): {sent.text}")
-    h = answer.hallucination
     # the level beside the verdict: a trained risk is a probability under its training drafts' base
     # rate (most of a small generator's drafts were wrong), so 0.7 can still be below the flag level
-    verdict = "FLAGGED: at or above" if h.flagged else "ok: below"
-    lines.append(f"hallucination risk {h.risk:.2f} ({verdict} the flag level {h.threshold:.2f}; {h.method})")
+    verdict = "FLAGGED" if h.flagged else "held back" if answer.abstained else "ok"
+    lines.append(f"hallucination risk {h.risk:.2f} ({verdict}; flag level {h.threshold:.2f}; {h.method})")
     lines.append("sources (share of the answer's attention):")
     for src in answer.sources:
         share = f"{100 * src.attention_mass:5.1f}%" if src.attention_mass is not None else "    -"
