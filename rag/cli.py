@@ -107,7 +107,8 @@ def answer_text(answer: Any, answer_already_shown: bool = False, stored: bool = 
     lines = [] if answer_already_shown else [answer.answer]
     lines.append("")
     h = answer.hallucination
-    if answer.abstained and answer.draft:
+    held_back = bool(answer.abstained and answer.draft)  # not a decline, nor a refusal without sources
+    if held_back:
         why = ("it only names a source" if names_only_a_source(answer.draft, answer.sources, answer.question)
                else f"its risk {h.risk:.2f} was too high to stand behind")
         lines.append(f"(held back draft, {why}: {answer.draft})")
@@ -116,7 +117,7 @@ def answer_text(answer: Any, answer_already_shown: bool = False, stored: bool = 
             lines.append(f"! likely unsupported (risk {sent.risk:.2f}): {sent.text}")
     # the level beside the verdict: a trained risk is a probability under its training drafts' base
     # rate (most of a small generator's drafts were wrong), so 0.7 can still be below the flag level
-    verdict = "FLAGGED" if h.flagged else "held back" if answer.abstained else "ok"
+    verdict = "FLAGGED" if h.flagged else "held back" if held_back else "ok"
     lines.append(f"hallucination risk {h.risk:.2f} ({verdict}; flag level {h.threshold:.2f}; {h.method})")
     lines.append("sources (share of the answer's attention):")
     for src in answer.sources:

@@ -29,3 +29,5 @@ def test_a_held_back_draft_says_why() -> None:
     assert "hallucination risk 0.85 (held back; flag level 0.86; lookback-lens)" in text
     naming = answer_text(replace(quotes, draft="[1] leave-policy.md"))
     assert "(held back draft, it only names a source: [1] leave-policy.md)" in naming
+    declined = answer_text(replace(quotes, answer="I don't know.", answer_kind="refusal", draft=None))
+    assert "held back" not in declined and "(ok; flag level 0.86;" in declined
