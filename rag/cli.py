@@ -23,7 +23,7 @@ from rag.cli_common import (
     settings_from,
 )
 from rag.cli_eval import eval_app
-from rag.text import names_only_a_source
+from rag.text import held_back_for_naming_a_source
 
 
 def user_error(exc: Exception) -> tuple[str, int] | None:
@@ -109,7 +109,7 @@ def answer_text(answer: Any, answer_already_shown: bool = False, stored: bool = 
     h = answer.hallucination
     held_back = bool(answer.abstained and answer.draft)  # not a decline, nor a refusal without sources
     if held_back:
-        why = ("it only names a source" if names_only_a_source(answer.draft, answer.sources, answer.question)
+        why = ("it only names a source" if held_back_for_naming_a_source(answer)
                else f"its risk {h.risk:.2f} was too high to stand behind")
         lines.append(f"(held back draft, {why}: {answer.draft})")
     for sent in answer.sentences:
