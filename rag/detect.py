@@ -27,6 +27,9 @@ ones), beside the shipped risk (val AUROC 0.64 [0.53, 0.75]): disagreement of th
 drafts written over the same sources in two other orders (0.65 alone, 0.65 with the risk; three
 decodings per question), and retrieval's own scores (best dense similarity 0.63 alone, 0.68 with the
 risk; 0.69 with both). Gains within noise, so no retrieval or consistency feature is read.
+Nor agreement with a second generator: the 1.5B's draft over the same sources (token-F1 with the
+0.5B's) ranked the 0.5B's 255 validation drafts at 0.67 alone, as the risk does, and 0.70 stacked
+(fitted across the three validation articles, so optimistic), for 3.4 s more per question.
 And linear probes of the 0.5B's hidden state (layers 6 to 24, at the prompt's last token and the
 answer's last token; 451 training drafts, 248 validation ones): unanswerable questions from answerable
 ones at best 0.66 on validation (layer 15; 0.62 on a quarter of the data, so more data would add
