@@ -32,9 +32,9 @@ from api.schemas import MAX_ATTRIBUTE_JSON_BYTES, MAX_JSON_BYTES, error_response
 from api.service import DATABASE_RETRY_AFTER_S, ClientDisconnected, Service, database_detail, known_failure
 from rag.config import Settings
 from rag.core import Rag
-from rag.db import DATABASE_DOWN
-from rag.embedder_record import EmbedderMismatch
+from rag.index.embedder_record import EmbedderMismatch
 from rag.readonly import ReadOnly
+from rag.storage.engine import DATABASE_DOWN
 from rag.types import BadInput
 
 logger = logging.getLogger("sightline.api")

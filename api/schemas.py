@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from rag.ingest_records import IngestSummary
+from rag.ingest.records import IngestSummary
 from rag.inputs import (
     MAX_ANSWER_CHARS,
     MAX_ANSWER_TOKENS,
@@ -31,8 +31,8 @@ from rag.inputs import (
     blank,
     unclean,
 )
-from rag.retrieve import Filters
-from rag.store import AnswerSummary, DocumentInfo
+from rag.retrieve.retriever import Filters
+from rag.storage.queries import AnswerSummary, DocumentInfo
 from rag.types import RetrievalMode, Source
 
 MAX_K = 50
@@ -163,7 +163,7 @@ class AttributeRequest(_Request):
         return self
 
 
-# responses: the library's types (rag.types, rag.store, rag.ingest_records), and wrappers of them -----------
+# responses: the library's types (rag.types, rag.storage.queries, rag.ingest.records) and wrappers -----
 
 
 class AnswerList(BaseModel):

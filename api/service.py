@@ -64,12 +64,12 @@ from api.streaming import (
 )
 from api.uploads import StoredUpload, store, upload_suffix
 from rag.core import Rag
-from rag.db import DATABASE_DOWN, DatabaseUnavailable, failure_reason
-from rag.embedder_record import EmbedderMismatch
-from rag.models import Document
+from rag.index.embedder_record import EmbedderMismatch
 from rag.readonly import ReadOnly
-from rag.retrieve import Filters
-from rag.store import DocumentInfo, counts, documents_under
+from rag.retrieve.retriever import Filters
+from rag.storage.engine import DATABASE_DOWN, DatabaseUnavailable, failure_reason
+from rag.storage.orm import Document
+from rag.storage.queries import DocumentInfo, counts, documents_under
 from rag.types import Answer, Attribution, BadInput
 
 logger = logging.getLogger("sightline.api")

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from fastapi import HTTPException
 
-from rag.loaders import SUPPORTED_SUFFIXES
+from rag.parse.formats import SUPPORTED_SUFFIXES
 
 _COPY_CHUNK = 1 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -1,4 +1,4 @@
-"""Batched decoding: N concurrent asks through `rag.batching.DecodeBatcher` against the same asks one
+"""Batched decoding: N concurrent asks through `rag.generate.batching.DecodeBatcher` against the same asks one
 at a time through `Generator.generate`, each forced to the same number of new tokens (no EOS), on
 the bench's sample passages. Reports total tokens/s of each, their ratio, the p50 time to first
 token under the concurrent load, and whether every batched answer equals its solo one.
@@ -21,10 +21,10 @@ import torch
 
 from bench.common import report
 from bench.decode import sample_sources
-from rag.batching import DecodeBatcher
 from rag.config import Settings
-from rag.decoding import Generation
-from rag.generate import Generator
+from rag.generate.batching import DecodeBatcher
+from rag.generate.decoding import Generation
+from rag.generate.generator import Generator
 
 QUESTIONS = [
     "How did Gutenberg's printing press compare to printing by hand?",

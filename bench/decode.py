@@ -23,9 +23,9 @@ import torch
 from transformers.generation.streamers import BaseStreamer
 
 from bench.common import report
-from rag.attention import ATTENTION
 from rag.config import Settings
-from rag.generate import Generator
+from rag.generate.attention import ATTENTION
+from rag.generate.generator import Generator
 from rag.types import Source
 
 TARGET = 0.95

@@ -2,7 +2,7 @@
 
 Decides whether an ONNX embedder backend is worth having (issue 11 item 5: >= 1.8x chunks/s with
 nDCG@10 within 0.01). The ONNX files are exported into a temporary folder by the library's exporter
-(rag/onnxencoder.py, what RAG_EMBED_BACKEND=onnx and onnx-int8 run) from the same SentenceTransformer.
+(rag/embed/onnx_encoder.py, what RAG_EMBED_BACKEND=onnx and onnx-int8 run) from the same SentenceTransformer.
 
 Texts: the first ``--docs`` SQuAD-v2 dev paragraphs; the same texts are a BEIR folder (paragraphs
 as documents, their answerable questions as queries) scored by dense nDCG@10 with each encoder.
@@ -27,10 +27,10 @@ import torch
 
 from bench.common import SHARED_DATA, report
 from rag.config import Settings
+from rag.embed.onnx_encoder import OnnxEncoder, export, quantize
 from rag.evaluation.beir import build_beir_from_squad, doc_text, evaluate_search, load_beir
 from rag.evaluation.modes import InMemoryRetriever
-from rag.lexical import LexicalIndex
-from rag.onnxencoder import OnnxEncoder, export, quantize
+from rag.index.lexical import LexicalIndex
 from rag.resources import resolve_model_path
 
 SQUAD = SHARED_DATA / "squad_v2_dev" / "dev_flat.jsonl"

@@ -1,4 +1,4 @@
-"""Guided decoding (rag/guided.py, issue 10) against greedy decoding on the same SQuAD-2 questions.
+"""Guided decoding (rag/answer/guided.py, issue 10) against greedy decoding on the same SQuAD-2 questions.
 
 Each question gets k = 4 sources, as `bench parallel` builds them (its paragraph and three others of
 its article, shuffled), from the validation articles. Every question is answered both ways by the
@@ -25,16 +25,16 @@ import torch
 
 from bench.common import SHARED_DATA, report
 from bench.parallel import paragraphs_by_article, sources_for
-from rag.answering import declined
-from rag.attribution import attribute
+from rag.answer.guided import guided_generate
+from rag.answer.pipeline import declined
+from rag.attribute.attribution import attribute
+from rag.attribute.detector import Detector
 from rag.config import Settings
-from rag.decoding import Generation
-from rag.detect import Detector
 from rag.evaluation.metrics import contains_answer
 from rag.evaluation.own_answers import own_label
 from rag.evaluation.squad import sample_questions
-from rag.generate import Generator
-from rag.guided import guided_generate
+from rag.generate.decoding import Generation
+from rag.generate.generator import Generator
 from rag.text import strip_citations
 
 SQUAD = SHARED_DATA / "squad_v2_dev" / "dev_flat.jsonl"

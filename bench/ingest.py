@@ -28,8 +28,8 @@ from sqlalchemy import select
 from bench.common import REPO, SHARED_DATA, report, timer
 from rag.config import Settings
 from rag.core import Rag
-from rag.models import Chunk
 from rag.resources import resolve_model_path
+from rag.storage.orm import Chunk
 
 
 def build_corpus(folder: Path, articles: int | None = None, per_paragraph: bool = False) -> str:

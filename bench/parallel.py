@@ -1,4 +1,4 @@
-"""Parallel prefill (per-chunk KV reuse, rag/kvcache.py) against the full prefill, on SQuAD-2 dev.
+"""Parallel prefill (per-chunk KV reuse, rag/generate/kvcache.py) against the full prefill, on SQuAD-2 dev.
 
 Each question gets k = 4 sources: its own paragraph and three others of the same article, in a
 seeded random order. Per question and mode: the first-token latency (full; parallel with a cold
@@ -29,16 +29,16 @@ from typing import Any
 import torch
 
 from bench.common import SHARED_DATA, report
-from rag.answering import declined
-from rag.attribution import attribute
+from rag.answer.pipeline import declined
+from rag.attribute.attribution import attribute
+from rag.attribute.detector import Detector
 from rag.config import Settings
-from rag.detect import Detector
 from rag.evaluation.detect_data import squad_rows
 from rag.evaluation.metrics import auroc, max_f1
 from rag.evaluation.own_answers import own_label
 from rag.evaluation.squad import sample_questions
-from rag.generate import Generator
-from rag.kvcache import ChunkKVCache, KVDisk
+from rag.generate.generator import Generator
+from rag.generate.kvcache import ChunkKVCache, KVDisk
 from rag.text import strip_citations
 from rag.types import Source
 

@@ -16,9 +16,9 @@ import torch
 
 from bench.common import report
 from bench.decode import QUESTION, sample_sources
-from rag.attention import ATTENTION, EAGER_ATTENTION
 from rag.config import Settings
-from rag.generate import Generator
+from rag.generate.attention import ATTENTION, EAGER_ATTENTION
+from rag.generate.generator import Generator
 from rag.types import Source
 
 SIZES = (400, 1400)

@@ -25,13 +25,13 @@ from typing import Any
 import torch
 
 from bench.common import SHARED_DATA, report
-from rag.answering import declined
+from rag.answer.pipeline import declined
+from rag.attribute.detector import Detector, pool
 from rag.config import DEFAULT_GENERATOR, Settings
-from rag.detect import Detector, pool
 from rag.evaluation.metrics import auroc, max_f1
 from rag.evaluation.own_answers import own_label
 from rag.evaluation.squad import sample_questions
-from rag.generate import Generator
+from rag.generate.generator import Generator
 from rag.text import strip_citations
 from rag.types import Source
 

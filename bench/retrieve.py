@@ -1,4 +1,4 @@
-"""Vector search at scale: exact Flat against the approximate index that ``rag.ann`` picks.
+"""Vector search at scale: exact Flat against the approximate index that ``rag.index.ann`` picks.
 
 For each size: build time, resident memory added by the index, p50/p99 latency of single-query
 searches on one thread (as a request is served), and recall@10 against exact search. Targets
@@ -35,8 +35,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from rag import ann
 from rag.config import Settings
+from rag.index import ann
 
 DIM = 384
 K = 10

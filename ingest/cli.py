@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rag.cli_common import DbOpt, HomeOpt, JsonOpt, fail, open_rag, print_json, progress_bar
+from rag.cli.common import DbOpt, HomeOpt, JsonOpt, fail, open_rag, print_json, progress_bar
 
 
 def bare_ray_flag(argv: list[str]) -> list[str]:

@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     # dynamic int8 linear layers on CPU: see README "Generators" for the measured speed and quality
     quantize: Literal["none", "int8"] = Field("int8", description="generator weights on CPU")
     embed_batch_size: int = 64
-    # onnx / onnx-int8: ONNX Runtime on the CPU (rag/onnxencoder.py); slower than torch here (README, Speed)
+    # onnx / onnx-int8: ONNX Runtime on the CPU (rag/embed/onnx_encoder.py); slower than torch here (README,
+    # Speed)
     embed_backend: EmbedBackend = Field("torch", description="what runs the embedder")
 
     # chunking, in embedder tokens: MiniLM was trained on 128-token inputs and truncates at 256.
@@ -45,7 +46,7 @@ class Settings(BaseSettings):
     ann_threshold: int = 50_000
     ivf_nlist: int = 0
     ivf_nprobe: int = 0
-    # index snapshots (rag/snapshots.py): each save publishes a new one; older ones are deleted once no
+    # index snapshots (rag/index/snapshots.py): each save publishes a new one; older ones are deleted once no
     # process holds them. Where file locks cannot be trusted across hosts (docs/scale.md), turn the
     # leases off and keep enough snapshots by age to outlast any replica's load of one.
     index_keep_snapshots: int = Field(1, ge=1, description="newest index snapshots always kept")
@@ -54,23 +55,23 @@ class Settings(BaseSettings):
     # answering
     top_k: int = Field(4, ge=1, le=50)
     retrieval_mode: RetrievalMode = "hybrid"
-    # convex (min-max scores) beat RRF on the SQuAD BEIR folder; see rag/fusion.py for the numbers
+    # convex (min-max scores) beat RRF on the SQuAD BEIR folder; see rag/retrieve/fusion.py for the numbers
     fusion_method: FusionMethod = "convex"
     fusion_dense_weight: float = Field(0.5, ge=0.0, le=1.0)
     # a 135M generator copies from whichever source is in front of it: measured on the 21 probes in
     # tests/data, leaving out sources scoring under 0.6 x the top one took correct answers from 4-6 to 8-9
     context_score_ratio: float = Field(0.6, ge=0.0, le=1.0, description="prompt keeps sources >= this x top")
-    # parallel: each chunk's KV is encoded once after the instruction and reused (rag/kvcache.py); the
-    # chunks then do not attend to one another. bench prefill measures what it costs and saves.
+    # parallel: each chunk's KV is encoded once after the instruction and reused (rag/generate/kvcache.py);
+    # the chunks then do not attend to one another. bench prefill measures what it costs and saves.
     prefill: Literal["full", "parallel"] = Field("full", description="how the prompt's chunks are encoded")
     kv_cache_mb: int = Field(256, ge=0, description="memory for cached chunk KV in parallel prefill")
-    # > 0: units also kept in HOME/kv/<model>/ and read back by later processes (rag/kvcache.py)
+    # > 0: units also kept in HOME/kv/<model>/ and read back by later processes (rag/generate/kvcache.py)
     kv_disk_mb: int = Field(0, ge=0, description="disk for cached chunk KV in parallel prefill; 0 = off")
-    # > 1: concurrent asks are decoded together, up to this many per forward (rag/batching.py)
+    # > 1: concurrent asks are decoded together, up to this many per forward (rag/generate/batching.py)
     batch_max: int = Field(1, ge=1, le=64, description="asks decoded in one batch; 1 decodes each alone")
     max_new_tokens: int = Field(160, ge=1, le=2048)
-    # Lookback Lens guided decoding (rag/guided.py). Off: on 20 SQuAD val questions (bench guided, 3 x 8,
-    # the 0.5B default) it kept 15 answers as greedy, useful 6/12 -> 5/12, bad 9/17 -> 9/16, 1.5x the time
+    # Lookback Lens guided decoding (rag/answer/guided.py). Off: on 20 SQuAD val questions (bench guided, 3 x
+    # 8, the 0.5B default) it kept 15 answers as greedy, useful 6/12 -> 5/12, bad 9/17 -> 9/16, 1.5x the time
     guided: bool = Field(False, description="decode by steps, keeping the least risky of a few candidates")
     guided_candidates: int = Field(3, ge=1, le=16, description="continuations tried per guided step")
     guided_step_tokens: int = Field(8, ge=1, le=256, description="tokens per guided step")
@@ -109,7 +110,7 @@ class Settings(BaseSettings):
 
     @property
     def embedder_id(self) -> str:
-        """The embedder the stored embeddings are recorded under (rag/embedder_record.py). ONNX fp32
+        """The embedder the stored embeddings are recorded under (rag/index/embedder_record.py). ONNX fp32
         shares the model's name: its vectors equal torch's within 1e-5 (tests/test_onnx_embedder.py), so
         a workspace switches between the two freely. int8 weights move every vector (nDCG@10 -0.013 in
         bench encoder), so onnx-int8 counts as another embedder: a switch to or from it is refused

@@ -13,17 +13,25 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rag.config import Settings
-from rag.ingest_records import IngestSummary, ProgressFn
-from rag.ingestion import Ingestor
+from rag.index.embedder_record import check_embedder
+from rag.ingest.records import IngestSummary, ProgressFn
+from rag.ingest.sync import Ingestor
 from rag.inputs import MAX_ANSWER_CHARS, check_text, unclean, valid_id
-from rag.retrieve import Filters, Retriever
-from rag.store import AnswerSummary, DocumentInfo, answer_summaries, chunk_texts, document_infos, sources_for
+from rag.retrieve.retriever import Filters, Retriever
+from rag.storage.queries import (
+    AnswerSummary,
+    DocumentInfo,
+    answer_summaries,
+    chunk_texts,
+    document_infos,
+    sources_for,
+)
 from rag.types import Answer, Attribution, BadInput, Source
 from rag.workspace import Workspace
 
 if TYPE_CHECKING:
-    from rag.answering import AnswerPipeline
-    from rag.decoding import Generation
+    from rag.answer.pipeline import AnswerPipeline
+    from rag.generate.decoding import Generation
 
 
 class Rag:
@@ -36,7 +44,7 @@ class Rag:
     @cached_property
     def retriever(self) -> Retriever:
         ws = self.workspace
-        ws.database.check_embedder()  # before the model loads: a mismatch is refused without it
+        check_embedder(ws.database)  # before the model loads: a mismatch is refused without it
         return Retriever(self.settings, ws.database, ws.indexes, ws.embedder)
 
     def ingest(
@@ -48,12 +56,12 @@ class Rag:
         ray_address: str | None = None,
     ) -> IngestSummary:
         """Sync ``paths`` into the workspace; with ``ray_address`` ("auto" or a cluster's address) the
-        parsing and embedding run on Ray Data (rag.distributed)."""
+        parsing and embedding run on Ray Data (rag.ingest.distributed)."""
         ws = self.workspace
         parts = (self.settings, ws.database, ws.write_lock, ws.indexes, ws.load_embedder)
         ingestor = Ingestor(*parts)
         if ray_address:
-            from rag.distributed import RayIngestor
+            from rag.ingest.distributed import RayIngestor
 
             ingestor = RayIngestor(*parts, ray_address)
         summary = ingestor.run([Path(p) for p in paths], include, exclude, progress)
@@ -76,10 +84,10 @@ class Rag:
         """Load the generator and the detector once (first GGUF use converts it, ~30 s)."""
         with self._pipeline_lock:
             if self._pipeline is None:
-                from rag.answering import AnswerPipeline
-                from rag.batching import DecodeBatcher
-                from rag.detect import Detector
-                from rag.generate import Generator
+                from rag.answer.pipeline import AnswerPipeline
+                from rag.attribute.detector import Detector
+                from rag.generate.batching import DecodeBatcher
+                from rag.generate.generator import Generator
 
                 generator = Generator.load(self.settings)
                 detector = Detector.for_generator(generator.name)
@@ -104,9 +112,9 @@ class Rag:
     ) -> Answer:
         """Answer with citations and attribution; the answer is stored (see ``get_answer``) unless
         the database is read-only (``workspace.database.stores_answers``). ``guided``: Lookback Lens
-        guided decoding (rag.guided); None takes settings.guided."""
+        guided decoding (rag.answer.guided); None takes settings.guided."""
         question = check_text(question, "the question").strip()
-        self.workspace.database.check_embedder()  # before the generator loads: retrieval refuses after it
+        check_embedder(self.workspace.database)  # before the generator loads: retrieval refuses after it
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question)
         t0 = time.perf_counter()
@@ -122,7 +130,7 @@ class Rag:
     ) -> Attribution:
         """Attribution of an answer written elsewhere, teacher-forced through our decoder in one pass.
         Sources: the given chunks, else the given context text, else what retrieval finds."""
-        from rag.attribution import attribute
+        from rag.attribute.attribution import attribute
 
         question = check_text(question, "the question").strip()
         check_text(answer, "the answer", MAX_ANSWER_CHARS)
@@ -146,7 +154,7 @@ class Rag:
         return attribute(generation, sources, pipeline.detector)
 
     def get_answer(self, answer_id: str) -> Answer | None:
-        from rag.answering import load_answer
+        from rag.answer.pipeline import load_answer
 
         return load_answer(self.workspace.database.sessions, answer_id)
 
@@ -156,7 +164,7 @@ class Rag:
             return answer_summaries(s, limit, offset)
 
     def report_html(self, answer_id: str) -> str | None:
-        from rag.report import render_html
+        from rag.report.html import render_html
 
         answer = self.get_answer(answer_id)
         return render_html(answer) if answer else None

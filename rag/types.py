@@ -14,13 +14,13 @@ from pydantic import ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
 RetrievalMode = Literal["dense", "lexical", "hybrid"]
-"""How retrieval ranks chunks: embedding cosine, BM25, or the two fused (rag.fusion)."""
+"""How retrieval ranks chunks: embedding cosine, BM25, or the two fused (rag.retrieve.fusion)."""
 RETRIEVAL_MODES: tuple[RetrievalMode, ...] = get_args(RetrievalMode)
 FusionMethod = Literal["convex", "rrf"]
 """How hybrid retrieval fuses its two lists: min-max scores mixed by weight, or reciprocal ranks."""
 FUSION_METHODS: tuple[FusionMethod, ...] = get_args(FusionMethod)
 EmbedBackend = Literal["torch", "onnx", "onnx-int8"]
-"""What runs the embedder: torch, or ONNX Runtime with fp32 or int8 weights (rag.onnxencoder)."""
+"""What runs the embedder: torch, or ONNX Runtime with fp32 or int8 weights (rag.embed.onnx_encoder)."""
 EMBED_BACKENDS: tuple[EmbedBackend, ...] = get_args(EmbedBackend)
 AnswerKind = Literal["generated", "quotes", "refusal"]
 """An answer as generated; the verbatim evidence of a held-back draft; or no answer."""
@@ -158,14 +158,14 @@ class Attribution:
         return asdict(self)
 
 
-Decoding = Literal["greedy", "guided"]
-"""Greedy, or guided: by steps, each the least risky of a few candidates (rag.guided)."""
+DecodingMode = Literal["greedy", "guided"]
+"""Greedy, or guided: by steps, each the least risky of a few candidates (rag.answer.guided)."""
 
 
-class Models(TypedDict):
+class AnswerModels(TypedDict):
     generator: str
     embedder: str
-    decoding: Decoding
+    decoding: DecodingMode
 
 
 @dataclass
@@ -174,7 +174,7 @@ class Answer:
     question: str
     answer: str
     created_at: str
-    model: Models
+    model: AnswerModels
     sources: list[Source]
     sentences: list[SentenceAttribution]
     hallucination: Hallucination

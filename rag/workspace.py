@@ -1,7 +1,7 @@
-"""A workspace (``RAG_HOME``) put together from what it holds: the database (rag.database), the
-one-writer lock (rag.writelock), the derived indexes (rag.indexset), the writes of whole documents
-(rag.docstore), and the embedder, loaded on first use. ``Rag`` and the API hand each pipeline stage
-only the parts it uses."""
+"""A workspace (``RAG_HOME``) put together from what it holds: the database (rag.storage.database), the
+one-writer lock (rag.storage.writelock), the derived indexes (rag.index.derived), the writes of whole
+documents (rag.ingest.documents), and the embedder, loaded on first use. ``Rag`` and the API hand each
+pipeline stage only the parts it uses."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from rag.config import Settings
-from rag.database import Database
-from rag.docstore import DocumentStore
-from rag.indexset import IndexSet
-from rag.writelock import WriteLock
+from rag.index.derived import IndexSet
+from rag.ingest.documents import DocumentStore
+from rag.storage.database import Database
+from rag.storage.writelock import WriteLock
 
 if TYPE_CHECKING:
-    from rag.embedding import Embedder
+    from rag.embed.embedder import Embedder
 
 
 class Workspace:
@@ -30,7 +30,7 @@ class Workspace:
     def embedder(self) -> Embedder:
         # Imported here: sentence-transformers takes seconds to import, and `rag index check`,
         # `rag docs list` and the crash tests' checks never need the model.
-        from rag.embedding import Embedder
+        from rag.embed.embedder import Embedder
 
         return Embedder.from_settings(self.settings)
 

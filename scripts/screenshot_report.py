@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.report import render_html
+from rag.report.html import render_html
 from rag.types import Answer, Evidence, Hallucination, SentenceAttribution, Source, Timings
 
 _LEAVE = (

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from rag.config import Settings
-from rag.db import make_engine
-from rag.models import Chunk, Document, IngestRun
+from rag.storage.engine import make_engine
+from rag.storage.orm import Chunk, Document, IngestRun
 
 
 def rag_command(*args: str) -> list[str]:
@@ -25,7 +25,7 @@ def rag_command(*args: str) -> list[str]:
     script = Path(sys.executable).parent / "rag"
     if script.exists():
         return [str(script), *args]
-    return [sys.executable, "-c", "import sys; from rag.cli import main; sys.exit(main())", *args]
+    return [sys.executable, "-c", "import sys; from rag.cli.main import main; sys.exit(main())", *args]
 
 
 def workspace_args(settings: Settings) -> list[str]:

@@ -9,8 +9,8 @@ import faiss
 import numpy as np
 import pytest
 
-from rag import ann
 from rag.config import Settings
+from rag.index import ann
 
 DIM = 32
 
@@ -150,7 +150,7 @@ def test_auto_nprobe_is_a_scan_budget(settings: Settings) -> None:
 
 
 def test_saving_an_index_that_grew_retunes_its_nprobe(settings: Settings, tmp_path: Path) -> None:
-    from rag.index import VectorIndex
+    from rag.index.vectors import VectorIndex
 
     vi = VectorIndex(tmp_path, DIM, "test-model", settings)
     vi.index = ann.build_from_vectors(np.arange(3000), _clustered(3000), settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answering import declined
+from rag.answer.pipeline import declined
 from rag.text import names_only_a_source
 from rag.types import Source
 

@@ -22,9 +22,9 @@ from api.main import create_app
 from api.service import Service
 from api.testing import LiveServer
 from rag.config import Settings
-from rag.database import Database
-from rag.db import transaction
-from rag.models import Document
+from rag.storage.database import Database
+from rag.storage.engine import transaction
+from rag.storage.orm import Document
 from tests import docfactory as df
 from tests.conftest import MODELS_CACHE, pg_schema
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from rag.models import AnswerRecord
+from rag.storage.orm import AnswerRecord
 from tests.conftest import MODELS_CACHE, pg_schema
 from tests.procs import serving, serving_process
 from tests.test_api_ask import read_events

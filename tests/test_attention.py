@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rag.attention import AttentionReducer, eager_segment_attention, segment_attention
+from rag.generate.attention import AttentionReducer, eager_segment_attention, segment_attention
 
 
 def causal_mask(Q: int, K: int) -> torch.Tensor:

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from rag.attention import FIRST_CHUNK, GENERATED
-from rag.attribution import attribute, lookback_ratios, pooled_lookback
-from rag.decoding import Decoding, Generation
-from rag.detect import BASELINE_METHOD, Detector, pool
-from rag.generate import Generator, check_attention_window
-from rag.prompt import Prompt
+from rag.attribute.attribution import attribute, lookback_ratios, pooled_lookback
+from rag.attribute.detector import BASELINE_METHOD, Detector, pool
+from rag.generate.attention import FIRST_CHUNK, GENERATED
+from rag.generate.decoding import Decoding, Generation
+from rag.generate.generator import Generator, check_attention_window
+from rag.generate.prompt import Prompt
 from rag.text import split_sentences
 from tests.test_generate import generator, make_sources  # noqa: F401  (session fixture, shared)
 

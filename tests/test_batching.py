@@ -10,11 +10,11 @@ from typing import cast
 import pytest
 import torch
 
-from rag.batching import DecodeBatcher
 from rag.config import Settings
 from rag.core import Rag
-from rag.decoding import Generation
-from rag.generate import Generator
+from rag.generate.batching import DecodeBatcher
+from rag.generate.decoding import Generation
+from rag.generate.generator import Generator
 from rag.types import Answer, Source
 from tests.conftest import MODELS_CACHE
 from tests.test_generate import TOPICS, load_generator, make_sources

@@ -220,7 +220,7 @@ def _write_lighthouse_beir(root: Path) -> None:
 def test_rag_eval_beir_scores_the_product_retrieval(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from rag.cli import app
+    from rag.cli.main import app
     from rag.config import Settings
     from rag.evaluation.beir import evaluate_product
     from tests.conftest import MODELS_CACHE
@@ -256,7 +256,7 @@ def test_rag_eval_beir_scores_the_product_retrieval(tmp_path: Path) -> None:
 def test_rag_eval_beir_on_a_broken_folder_says_what_is_wrong(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from rag.cli import app
+    from rag.cli.main import app
 
     _write_beir(tmp_path)
     (tmp_path / "qrels" / "test.tsv").unlink()

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from rag.chunking import Chunker, ChunkerConfig
 from rag.config import Settings
+from rag.parse.chunking import Chunker, ChunkerConfig
 from rag.resources import resolve_model_path
 from rag.types import Section
 

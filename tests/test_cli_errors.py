@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rag.cli import app
+from rag.cli.main import app
 from rag.config import Settings
-from rag.database import Database
-from rag.db import transaction
-from rag.models import AnswerRecord
+from rag.storage.database import Database
+from rag.storage.engine import transaction
+from rag.storage.orm import AnswerRecord
 from tests.procs import cli_env, rag_command
 from tests.test_report import make_answer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from rag.cli import answer_text
+from rag.cli.main import answer_text
 from rag.types import Hallucination
 from tests.test_report import make_answer
 

@@ -23,7 +23,7 @@ import pytest
 
 from rag.config import Settings
 from rag.core import Rag
-from rag.database import Database
+from rag.storage.database import Database
 from rag.workspace import Workspace
 from tests.conftest import MODELS_CACHE
 from tests.docfactory import make_binary_with_txt_suffix, make_corrupt_pdf, make_tree
@@ -189,8 +189,8 @@ OPEN_WORKSPACE = """
 import sys, time
 from pathlib import Path
 from rag.config import Settings
-from rag.database import Database
-from rag.database import Database
+from rag.storage.database import Database
+from rag.storage.database import Database
 settings = Settings(home=Path(sys.argv[1]), database_url=sys.argv[2] or None)
 print("imported", flush=True)
 start = float(sys.argv[3])

@@ -20,20 +20,20 @@ from typer.testing import CliRunner
 from api.main import create_app
 from api.testing import LiveServer
 from ingest.cli import ingest_command
-from rag.cli import app
+from rag.cli.main import app
 from rag.config import DEFAULT_EMBEDDER, Settings
 from rag.core import Rag
-from rag.database import Database
-from rag.db import transaction
-from rag.embedder_record import EmbedderRecord, read_record
-from rag.models import Chunk, WorkspaceMeta
+from rag.index.embedder_record import EmbedderRecord, read_record
 from rag.resources import resolve_model_path
+from rag.storage.database import Database
+from rag.storage.engine import transaction
+from rag.storage.orm import Chunk, WorkspaceMeta
 from tests.docfactory import make_tree
 from tests.procs import cli_env
 
 pytestmark = pytest.mark.slow  # loads the embedder
 
-app.command("ingest")(ingest_command)  # as rag.cli.main registers it
+app.command("ingest")(ingest_command)  # as rag.cli.main.main registers it
 
 FACTS = {
     "bell-rock.md": "# Bell Rock\n\nThe Bell Rock light was first lit in 1811 on a reef off Angus.\n",
@@ -163,7 +163,7 @@ def test_a_workspace_whose_chunks_are_all_gone_takes_the_new_embedder(
 _KILLED_RE_EMBED = """
 import os, signal, sys
 from rag.config import Settings
-from rag.reembed import re_embed
+from rag.ingest.reembed import re_embed
 from rag.workspace import Workspace
 
 ws = Workspace(Settings(home=sys.argv[1], database_url=sys.argv[2], embedder=sys.argv[3]))

@@ -313,7 +313,7 @@ def test_squad_continue_pairs_a_supported_and_a_foreign_sentence(tmp_path: Path)
 @pytest.mark.slow
 def test_teacher_force_many_matches_teacher_force() -> None:
     from rag.config import Settings
-    from rag.generate import Generator
+    from rag.generate.generator import Generator
     from rag.types import Source
 
     generator = Generator.load(Settings(models_cache=MODELS_CACHE))
@@ -330,7 +330,7 @@ def test_teacher_force_many_matches_teacher_force() -> None:
 
 @pytest.mark.slow
 def test_eval_detect_cli_end_to_end(tmp_path: Path) -> None:
-    from rag.cli import app
+    from rag.cli.main import app
 
     context = "Grace Darling and her father rowed out in 1838 to rescue nine survivors of the Forfarshire."
     question = "Who rowed out to rescue the survivors of the Forfarshire?"

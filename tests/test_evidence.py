@@ -12,11 +12,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rag.attention import FIRST_CHUNK, QUESTION
-from rag.attribution import attribute, evidence_spans
-from rag.decoding import Generation
-from rag.generate import Generator
-from rag.prompt import Prompt
+from rag.attribute.attribution import attribute, evidence_spans
+from rag.generate.attention import FIRST_CHUNK, QUESTION
+from rag.generate.decoding import Generation
+from rag.generate.generator import Generator
+from rag.generate.prompt import Prompt
 from rag.types import Source
 from tests.test_generate import generator  # noqa: F401  (session fixture, shared)
 
@@ -109,10 +109,10 @@ def test_a_sentence_copied_from_chunk_two_has_its_evidence_there(generator: Gene
 def test_a_held_back_answer_quotes_its_evidence_verbatim(
     generator: Generator, tmp_path: Path  # noqa: F811
 ) -> None:
-    from rag.answering import QUOTES_LEAD, AnswerPipeline
+    from rag.answer.pipeline import QUOTES_LEAD, AnswerPipeline
+    from rag.attribute.detector import Detector
     from rag.config import Settings
-    from rag.database import Database
-    from rag.detect import Detector
+    from rag.storage.database import Database
 
     settings_ = Settings(home=tmp_path / "home", abstain_risk=0.0)  # hold back every draft
     pipeline = AnswerPipeline(settings_, Database(settings_), generator, Detector.baseline())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.fusion import candidate_depth, convex, fuse_hybrid, rrf
+from rag.retrieve.fusion import candidate_depth, convex, fuse_hybrid, rrf
 
 
 def test_rrf_math_by_hand() -> None:

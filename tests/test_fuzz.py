@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from rag.chunking import Chunker, ChunkerConfig, covering_sections
 from rag.config import Settings
-from rag.loaders import SUPPORTED_SUFFIXES, load
+from rag.parse.chunking import Chunker, ChunkerConfig, covering_sections
+from rag.parse.formats import SUPPORTED_SUFFIXES, load
 from rag.resources import resolve_model_path
 from rag.types import LoadedDocument, LoadError
 from tests import docfactory as df

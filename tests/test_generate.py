@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rag.attention import ATTENTION, EAGER_ATTENTION, FIRST_CHUNK, GENERATED, QUESTION, SINK
 from rag.config import Settings
-from rag.generate import Generator
-from rag.textstream import TextStream
+from rag.generate.attention import ATTENTION, EAGER_ATTENTION, FIRST_CHUNK, GENERATED, QUESTION, SINK
+from rag.generate.generator import Generator
+from rag.generate.textstream import TextStream
 from rag.types import Source
 from tests.conftest import MODELS_CACHE
 

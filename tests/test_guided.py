@@ -1,4 +1,4 @@
-"""Guided decoding (rag/guided.py) with the real packaged model (SmolLM2-135M, fp32): one candidate is
+"""Guided decoding (rag/answer/guided.py) with the real packaged model (SmolLM2-135M, fp32): one candidate is
 greedy decoding exactly; with several, the answer's attention and log-probabilities are those of the
 tokens it kept, so attribution and teacher forcing read it as they read a greedy answer."""
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rag.attribution import attribute
-from rag.detect import Detector, pool
-from rag.generate import Generator
-from rag.guided import guided_generate
+from rag.answer.guided import guided_generate
+from rag.attribute.attribution import attribute
+from rag.attribute.detector import Detector, pool
+from rag.generate.generator import Generator
 from tests.test_generate import generator, make_sources  # noqa: F401 (the session fixture)
 
 pytestmark = pytest.mark.slow

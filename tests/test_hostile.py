@@ -22,9 +22,9 @@ from sqlalchemy import select
 
 from rag.config import Settings
 from rag.core import Rag
-from rag.loaders import load
-from rag.loadworker import LoadWorker
-from rag.models import Chunk, Document
+from rag.parse.formats import load
+from rag.parse.worker import LoadWorker
+from rag.storage.orm import Chunk, Document
 from rag.types import LoadError
 from tests import docfactory as df
 
@@ -213,8 +213,8 @@ def test_a_100_mb_text_file_is_refused_and_memory_stays_flat(
 PERMISSION_PROBE = """
 import json, sys
 from pathlib import Path
-from rag.loaders import load
-from rag.scan import scan
+from rag.parse.formats import load
+from rag.parse.scan import scan
 from rag.types import LoadError
 found = {f.path.name: f.error for f in scan([Path(sys.argv[1])])}
 try:

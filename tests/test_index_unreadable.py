@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rag.config import Settings
-from rag.index import VectorIndex
+from rag.index.vectors import VectorIndex
 
 
 def test_an_unreadable_index_is_reported_once_and_opens_empty(
@@ -24,12 +24,12 @@ def test_an_unreadable_index_is_reported_once_and_opens_empty(
     manifest = json.loads(saved.manifest_path.read_text())
     saved.index_path.write_bytes(b"not a faiss index")  # e.g. a disk that lost the file's blocks
 
-    with caplog.at_level(logging.WARNING, logger="rag.index"):
+    with caplog.at_level(logging.WARNING, logger="rag.index.vectors"):
         first = VectorIndex.open(tmp_path / "index", 8, "m", settings)
         second = VectorIndex.open(tmp_path / "index", 8, "m", settings)
 
     assert first.count == second.count == 0  # empty, for reconcile to fill from SQL
     assert manifest["count"] == 2
-    lines = [r.getMessage() for r in caplog.records if r.name == "rag.index"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "rag.index.vectors"]
     assert len(lines) == 1, lines
     assert "cannot be read" in lines[0] and "rebuilding it from the embeddings in SQL" in lines[0]

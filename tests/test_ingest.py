@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from ingest.cli import ingest_command
 from rag.config import Settings
 from rag.core import Rag
-from rag.index import VectorIndex
-from rag.snapshots import current_folder
+from rag.index.snapshots import current_folder
+from rag.index.vectors import VectorIndex
 from tests.docfactory import make_binary_with_txt_suffix, make_corrupt_pdf, make_document, make_tree
 
 pytestmark = pytest.mark.slow  # loads the embedder and spawns parser workers
@@ -166,7 +166,7 @@ def test_a_path_that_does_not_exist_is_an_error(sqlite_settings: Settings, tmp_p
 
 
 def _cli_ingest(settings: Settings, folder: Path, *extra: str) -> CliResult:
-    """`rag ingest` in-process: the command the console script registers (``rag.cli.main``)."""
+    """`rag ingest` in-process: the command the console script registers (``rag.cli.main.main``)."""
     cli = typer.Typer()
     cli.callback()(lambda: None)  # a group, so the command keeps its name
     cli.command("ingest")(ingest_command)

@@ -12,8 +12,8 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply
 
 from rag.config import Settings
 from rag.core import Rag
-from rag.generate import Generator
-from rag.kvcache import (
+from rag.generate.generator import Generator
+from rag.generate.kvcache import (
     KV,
     ChunkKVCache,
     KVDisk,
@@ -144,7 +144,7 @@ def test_an_int8_generator_does_not_share_the_fp32_ones_units() -> None:
     """Same weights file, same first-parameter dtype: only the linear layers' classes tell them apart."""
     from types import SimpleNamespace
 
-    from rag.loading import quantize_int8
+    from rag.generate.weights import quantize_int8
 
     def tiny() -> torch.nn.Module:
         model = torch.nn.Sequential(torch.nn.Embedding(8, 4), torch.nn.Linear(4, 4))

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.index import ids_checksum
-from rag.lexical import DATA_FILE, MANIFEST_FILE, LexicalIndex, LexicalIndexError
+from rag.index.lexical import DATA_FILE, MANIFEST_FILE, LexicalIndex, LexicalIndexError
+from rag.index.vectors import ids_checksum
 from rag.text import stem, tokenize
 
 DOCS = {

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pypdf import PdfReader
 from pypdf.errors import DependencyError
 
-from rag.loaders import SUPPORTED_SUFFIXES, load
+from rag.parse.formats import SUPPORTED_SUFFIXES, load
 from rag.types import LoadedDocument, LoadError
 from tests import docfactory as df
 

@@ -15,15 +15,15 @@ import pytest
 from typer.testing import CliRunner
 
 from ingest.cli import ingest_command
-from rag.cli import app
+from rag.cli.main import app
 from rag.config import DEFAULT_EMBEDDER, Settings
 from rag.core import Rag
-from rag.embedder_record import EmbedderMismatch
-from rag.embedding import Embedder
+from rag.embed.embedder import Embedder
+from rag.index.embedder_record import EmbedderMismatch
 from tests.docfactory import make_tree
 from tests.procs import cli_env, rag_command
 
-app.command("ingest")(ingest_command)  # as rag.cli.main registers it
+app.command("ingest")(ingest_command)  # as rag.cli.main.main registers it
 
 FACTS = {
     "bell-rock.md": "# Bell Rock\n\nThe Bell Rock light was first lit in 1811 on a reef off Angus.\n",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.detect import DETECTOR_DIR, FEATURE_SETS, Detector, Pooled
+from rag.attribute.detector import DETECTOR_DIR, FEATURE_SETS, Detector, Pooled
 from rag.evaluation.own_answers import OwnAnswers, QuestionResult
 from rag.evaluation.squad import summarise
 from rag.evaluation.training import train_own

@@ -28,8 +28,8 @@ import sqlalchemy as sa
 
 from rag.config import Settings
 from rag.core import Rag
-from rag.db import make_engine
-from rag.models import Chunk, Document
+from rag.storage.engine import make_engine
+from rag.storage.orm import Chunk, Document
 from tests.conftest import MODELS_CACHE, pg_schema
 from tests.docfactory import make_binary_with_txt_suffix, make_corrupt_pdf, make_document
 from tests.procs import Watcher, cli_env, consistent, rag_command, run_cli, snapshot, workspace_args

@@ -20,10 +20,10 @@ from alembic import command
 
 from rag.config import Settings
 from rag.core import Rag
-from rag.db import alembic_config, make_engine, transaction
-from rag.loading import convert_gguf
-from rag.models import AnswerRecord
+from rag.generate.weights import convert_gguf
 from rag.resources import resolve_model_path
+from rag.storage.engine import alembic_config, make_engine, transaction
+from rag.storage.orm import AnswerRecord
 from tests.conftest import MODELS_CACHE, SMALL_GENERATOR
 from tests.procs import cli_env, rag_command, serving
 from tests.test_cli_errors import one_error_line

@@ -21,8 +21,8 @@ from typing import Any
 import lxml.html
 import pytest
 
-from rag.report import render_html
-from rag.report_view import format_ms, format_share, risk_hue, risk_level
+from rag.report.html import render_html
+from rag.report.view import format_ms, format_share, risk_hue, risk_level
 from rag.types import Answer, Evidence, Hallucination, SentenceAttribution, Source, Timings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rag.scan import ScannedFile, file_sha256, scan
+from rag.parse.scan import ScannedFile, file_sha256, scan
 from tests.docfactory import make_pdf, make_tree
 
 RUNNING_AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from rag.config import Settings
 from rag.core import Rag
-from rag.models import Chunk
-from rag.retrieve import Filters, Retrieval
+from rag.retrieve.retriever import Filters, Retrieval
+from rag.storage.orm import Chunk
 
 pytestmark = pytest.mark.slow  # loads the embedder
 

@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from rag.config import Settings
 from rag.core import Rag
-from rag.models import Chunk, Document
-from rag.store import chunk_ids
+from rag.storage.orm import Chunk, Document
+from rag.storage.queries import chunk_ids
 from rag.types import Source
 from tests.docfactory import make_tree
 

@@ -1,4 +1,4 @@
-"""Index snapshots (rag/snapshots.py): every save publishes a new folder, readers switch whole at
+"""Index snapshots (rag/index/snapshots.py): every save publishes a new folder, readers switch whole at
 their next refresh, a snapshot a process still holds is never deleted, and a writer killed mid-save
 leaves CURRENT naming a complete snapshot.
 
@@ -20,12 +20,12 @@ import zlib
 import numpy as np
 import pytest
 
-from rag import snapshots
 from rag.config import Settings
-from rag.db import transaction
-from rag.index import INDEX_FILE, MANIFEST_FILE, VectorIndex
-from rag.lexical import LexicalIndex
-from rag.models import Chunk, Document
+from rag.index import snapshots
+from rag.index.lexical import LexicalIndex
+from rag.index.vectors import INDEX_FILE, MANIFEST_FILE, VectorIndex
+from rag.storage.engine import transaction
+from rag.storage.orm import Chunk, Document
 from rag.workspace import Workspace
 from tests.conftest import REPO
 
@@ -168,7 +168,7 @@ from rag.config import Settings
 from rag.workspace import Workspace
 from tests.test_snapshots import finds
 from sqlalchemy import select
-from rag.models import Chunk, Document
+from rag.storage.orm import Chunk, Document
 import threading
 
 ws = Workspace(Settings(home=Path(sys.argv[1]), database_url=sys.argv[2] or None))

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 
 from rag.config import Settings
-from rag.database import Database
-from rag.docstore import DocumentStore
-from rag.embedding import Embedder
-from rag.indexset import IndexSet
-from rag.ingest_records import Pending
-from rag.ingestion import Ingestor
-from rag.retrieve import MODES, Retriever
-from rag.scan import ScannedFile
-from rag.store import chunk_ids
+from rag.embed.embedder import Embedder
+from rag.index.derived import IndexSet
+from rag.ingest.documents import DocumentStore
+from rag.ingest.records import Pending
+from rag.ingest.sync import Ingestor
+from rag.parse.scan import ScannedFile
+from rag.retrieve.retriever import MODES, Retriever
+from rag.storage.database import Database
+from rag.storage.queries import chunk_ids
+from rag.storage.writelock import WriteLock
 from rag.types import ChunkSpan, LoadedDocument
-from rag.writelock import WriteLock
 from tests.docfactory import make_tree
 
 pytestmark = pytest.mark.slow  # loads the embedder

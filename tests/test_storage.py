@@ -8,11 +8,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
-from rag.cli import app
+from rag.cli.main import app
 from rag.config import Settings
-from rag.database import Database
-from rag.db import alembic_config, make_engine, transaction
-from rag.models import Base, Chunk, Document
+from rag.storage.database import Database
+from rag.storage.engine import alembic_config, make_engine, transaction
+from rag.storage.orm import Base, Chunk, Document
 from rag.workspace import Workspace
 
 
@@ -60,7 +60,7 @@ def test_updated_at_is_utc_with_an_offset_on_every_backend(settings: Settings) -
     RFC 3339 date-time."""
     from datetime import timedelta
 
-    from rag.store import document_infos
+    from rag.storage.queries import document_infos
 
     db = Database(settings)
     with transaction(db.sessions) as s:

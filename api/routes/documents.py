@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from api.deps import V1, ServiceDep
 from api.schemas import MAX_SQL_INT, DocumentList, IngestSummaryOut, error_responses
-from rag.store import DocumentInfo
+from rag.storage.queries import DocumentInfo
 
 router = APIRouter(prefix=f"{V1}/documents", tags=["documents"])
 

@@ -5,14 +5,14 @@ generator with its context as one source, as `rag attribute --context` does (ans
 prompt share one prompt pass: `Generator.teacher_force_many`). On every set in the file (the
 ``source`` field; the whole file too) the report puts the detector next to its two baselines:
 
-- ``detector``: the answer risk the product reports (the riskiest sentence's, rag.attribution);
+- ``detector``: the answer risk the product reports (the riskiest sentence's, rag.attribute.attribution);
 - ``lookback``: untrained, 1 - the mean over layers and heads of the answer's pooled lookback ratio;
 - ``length``: the answer's length in tokens alone (on HaluEval the hallucinated answers are longer;
   a detector that only learned length is worth little);
 - ``overlap``: no model, the share of the answer's words found in neither context nor question.
 
 Evidence precision goes beside them: of the faithful answers whose text occurs in their context, the
-share whose top evidence span (rag.attribution.evidence_spans, as every answer reports) contains it.
+share whose top evidence span (rag.attribute.attribution.evidence_spans, as every answer reports) contains it.
 
 These lines are teacher-forced, not the generator's own answers: the figures that decide what ships
 come from `rag eval squad` and `rag eval train-detector` (rag.evaluation.training).
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.detect import Detector, Pooled, pool
+from rag.attribute.detector import Detector, Pooled, pool
 from rag.evaluation.detect_data import DetectExample
 from rag.evaluation.metrics import Estimate, Interval, auroc, auroc_ci, contains_answer, f1_at, share
 from rag.text import words
@@ -60,7 +60,7 @@ class ForcedAnswer:
 def extract(generator: Any, examples: Sequence[DetectExample],
             progress: ProgressFn | None = _stderr) -> list[ForcedAnswer]:
     """Teacher-force every example, grouped by prompt."""
-    from rag.attribution import evidence_spans, sentence_rows
+    from rag.attribute.attribution import evidence_spans, sentence_rows
 
     todo: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
@@ -161,7 +161,7 @@ def evaluate_file(
 ) -> DetectReport:
     """Teacher-force every line of the file and score the detector shipped for the generator."""
     from rag.evaluation.detect_data import read_examples
-    from rag.generate import Generator
+    from rag.generate.generator import Generator
 
     t0 = time.perf_counter()
     examples = read_examples(path, split)

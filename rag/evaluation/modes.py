@@ -2,7 +2,7 @@
 product, our BM25, and their fusion (:class:`InMemoryRetriever`), scored with rag.evaluation.beir.
 
 ``python -m rag.evaluation.modes [--squad FILE --out DIR] [DIR]`` tunes the fusion settings on one
-half of the queries and reports every mode on the other half (how rag/fusion.py's defaults were
+half of the queries and reports every mode on the other half (how rag/retrieve/fusion.py's defaults were
 chosen).
 """
 
@@ -28,8 +28,8 @@ from rag.evaluation.beir import (
     mean_metrics,
     per_query_metrics,
 )
-from rag.fusion import DEFAULT_C, DEFAULT_DENSE_WEIGHT, DEFAULT_DEPTH, DEFAULT_METHOD, fuse_hybrid
-from rag.lexical import LexicalIndex
+from rag.index.lexical import LexicalIndex
+from rag.retrieve.fusion import DEFAULT_C, DEFAULT_DENSE_WEIGHT, DEFAULT_DEPTH, DEFAULT_METHOD, fuse_hybrid
 
 CACHE_DEPTH = 100  # every query is ranked this deep once, then sliced
 

@@ -1,7 +1,7 @@
 """The generator's own answers to SQuAD questions, kept for scoring and training: each question's
 outcome (`QuestionResult`), its judge-free label (`own_label`) and the draft's pooled features
-(rag.detect.pool, whole answer and per sentence). `rag eval squad --save DIR` writes them, `rag eval
-train-detector --own DIR` trains on them without running the generator again.
+(rag.attribute.detector.pool, whole answer and per sentence). `rag eval squad --save DIR` writes them, `rag
+eval train-detector --own DIR` trains on them without running the generator again.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter
 
-from rag.detect import Detector, Pooled
+from rag.attribute.detector import Detector, Pooled
 from rag.evaluation.metrics import contains_answer, max_f1
 from rag.inputs import read_jsonl
 from rag.text import strip_citations
@@ -68,7 +68,7 @@ class OwnAnswers:
 
     results: list[QuestionResult]
     answers: list[Pooled | None]  # the whole answer
-    sentences: list[list[Pooled]]  # per sentence, as rag.attribution scores them
+    sentences: list[list[Pooled]]  # per sentence, as rag.attribute.attribution scores them
     generator: str = ""
     shape: tuple[int, int] = (0, 0)  # the generator's (layers, heads)
 
@@ -102,7 +102,7 @@ class OwnAnswers:
         return [self.risk(i, detector) if a is not None else None for i, a in enumerate(self.answers)]
 
     def risk(self, i: int, detector: Detector) -> float:
-        """Draft i's answer risk: its riskiest sentence's, as rag.attribution."""
+        """Draft i's answer risk: its riskiest sentence's, as rag.attribute.attribution."""
         return max((detector.risk(p) for p in self.sentences[i]), default=0.0)
 
 

@@ -21,8 +21,8 @@ scored at any abstention level or by another detector. Per question:
   over labelled drafts next to the two baselines, answer length alone and the untrained 1 - pooled
   lookback ratio.
 
-`--save DIR` keeps each draft's pooled features (rag.detect.pool, whole answer and per sentence; see
-`rag.evaluation.own_answers`) so that `rag eval train-detector --own DIR` can train on them without
+`--save DIR` keeps each draft's pooled features (rag.attribute.detector.pool, whole answer and per sentence;
+see `rag.evaluation.own_answers`) so that `rag eval train-detector --own DIR` can train on them without
 running the generator again.
 """
 
@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.detect import Detector
+from rag.attribute.detector import Detector
 from rag.evaluation.detect_data import split_of, squad_rows
 from rag.evaluation.metrics import Estimate, abstain_level, auroc, auroc_ci, contains_answer, max_f1, share
 from rag.evaluation.own_answers import OwnAnswers, QuestionResult, own_label
@@ -206,12 +206,12 @@ def run_questions(
     """Ingest the sample's paragraphs into a temporary workspace and ask every question with risk
     abstention off, keeping each draft's features (saved to `save` every 20 questions, so a long run
     stopped early keeps its drafts). Returns (drafts, paragraphs, generator, detector)."""
-    from rag.answering import declined
-    from rag.attribution import sentence_rows
+    from rag.answer.pipeline import declined
+    from rag.attribute.attribution import sentence_rows
+    from rag.attribute.detector import pool
     from rag.config import Settings
     from rag.core import Rag
-    from rag.decoding import Generation
-    from rag.detect import pool
+    from rag.generate.decoding import Generation
 
     t0 = time.perf_counter()
     say = progress or (lambda m: print(m, file=sys.stderr, flush=True))
@@ -277,7 +277,7 @@ def run_questions(
 
 def _evidence_checks(answer: Any, draft: Any, row: dict[str, Any], golds: Sequence[str]) -> dict[str, Any]:
     """evidence_hit and quotes_hit of an answerable draft (see QuestionResult)."""
-    from rag.attribution import evidence_spans
+    from rag.attribute.attribution import evidence_spans
 
     gold_file, starts = paragraph_file(row), row["answers"]["answer_start"]
     spans = [(s, s + len(t)) for s, t in zip(starts, row["answers"]["text"], strict=False) if s >= 0]

@@ -5,8 +5,8 @@ TRAIN and VAL are folders written by `rag eval squad --save` (drafts with their 
 own-answer labels, rag.evaluation.own_answers). The articles of the two splits are disjoint (split by
 title hash), so a paragraph never sits on both sides. Steps:
 
-1. For each feature set (rag.detect.FEATURE_SETS) and regularisation C, out-of-fold answer risks on
-   TRAIN with folds grouped by article; the best out-of-fold AUROC chooses.
+1. For each feature set (rag.attribute.detector.FEATURE_SETS) and regularisation C, out-of-fold answer risks
+   on TRAIN with folds grouped by article; the best out-of-fold AUROC chooses.
 2. The chosen detector is refitted on all of TRAIN; its flag threshold (flags right halfway from
    the base rate to certainty, at least 0.7 of the time) and abstention level (false abstention
    <= 0.2) are set on the out-of-fold risks.
@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from rag.detect import DETECTOR_DIR, FEATURE_PARTS, FEATURE_SETS, Detector, feature_parts, generator_slug
+from rag.attribute.detector import (
+    DETECTOR_DIR,
+    FEATURE_PARTS,
+    FEATURE_SETS,
+    Detector,
+    feature_parts,
+    generator_slug,
+)
 from rag.evaluation.metrics import auroc, threshold_for_precision
 from rag.evaluation.own_answers import OwnAnswers
 from rag.evaluation.squad import (

@@ -1,0 +1,1 @@
+"""Report: what a person reads about an Answer (the attribution report, HTML and its view model)."""
