@@ -4,7 +4,6 @@ The CLI and the REST service are thin shells over it."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -117,13 +116,11 @@ class Rag:
         check_embedder(self.workspace.database)  # before the generator loads: retrieval refuses after it
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question)
-        t0 = time.perf_counter()
         found = self.retriever.run(question, k or self.settings.top_k, filters, mode)
-        retrieve_ms = (time.perf_counter() - t0) * 1000
-        sources = found.focused(self.settings.context_score_ratio)
+        shown = found.focused(self.settings.context_score_ratio)
         if on_sources:
-            on_sources(sources)
-        return pipeline.run(question, sources, found.relevance, retrieve_ms, on_token, on_generation, guided)
+            on_sources(shown.sources)
+        return pipeline.run(question, shown, on_token, on_generation, guided)
 
     def attribute(
         self, question: str, answer: str, context: str | None = None, chunk_ids: list[int] | None = None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import Stemmer
 
 if TYPE_CHECKING:
-    from rag.types import Answer, Source
+    from rag.types import Source
 
 # Unicode letters and digits; underscores split too, so ``snake_case`` matches ``snake`` and ``case``.
 WORD = re.compile(r"[^\W_]+")
@@ -132,12 +132,6 @@ def names_only_a_source(answer: str, sources: Sequence[Source], question: str) -
         if word not in _POINTING:
             return False
     return False
-
-
-def held_back_for_naming_a_source(answer: Answer) -> bool:
-    """Whether an answer's held-back draft only named a source (otherwise its risk held it back). The
-    answer keeps its draft, not the reason, so the report and `rag ask` both read it off the draft."""
-    return answer.draft is not None and names_only_a_source(answer.draft, answer.sources, answer.question)
 
 
 # the words a draft may wrap around a source's name and still only point at it

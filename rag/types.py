@@ -25,6 +25,10 @@ EMBED_BACKENDS: tuple[EmbedBackend, ...] = get_args(EmbedBackend)
 AnswerKind = Literal["generated", "quotes", "refusal"]
 """An answer as generated; the verbatim evidence of a held-back draft; or no answer."""
 
+HeldBack = Literal["no_sources", "risk", "names_a_source"]
+"""Why an answer's draft was held back: nothing relevant retrieved (no draft written), its risk reached
+the abstention level, or it only named a source."""
+
 
 class LoadError(Exception):
     """A file could not be turned into text; the message says why, in words a user can act on."""
@@ -185,6 +189,11 @@ class Answer:
     ] = None
     attention_sink: float = 0.0
     answer_kind: AnswerKind = "generated"
+    held_back: Annotated[
+        HeldBack | None,
+        Field(description="why the draft was not given as the answer (rag.answer.verdict); null: it stands"),
+    ] = None
+    held_back_reason: Annotated[str | None, Field(description="the held_back verdict in words")] = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

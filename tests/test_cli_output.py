@@ -23,11 +23,13 @@ def test_the_risk_line_names_the_flag_level() -> None:
 def test_a_held_back_draft_says_why() -> None:
     """Held back by risk (the abstention level may sit below the flag level) or for only naming a source."""
     quotes = replace(make_answer(), answer_kind="quotes", abstained=True, draft="Leave is 40 days [1].",
+                     held_back="risk",
                      hallucination=Hallucination(0.85, False, "lookback-lens", 0.86))
     text = answer_text(quotes)
     assert "(held back draft, its risk 0.85 was too high to stand behind: Leave is 40 days [1].)" in text
     assert "hallucination risk 0.85 (held back; flag level 0.86; lookback-lens)" in text
-    naming = answer_text(replace(quotes, draft="[1] leave-policy.md"))
+    naming = answer_text(replace(quotes, draft="[1] leave-policy.md", held_back="names_a_source"))
     assert "(held back draft, it only names a source: [1] leave-policy.md)" in naming
-    declined = answer_text(replace(quotes, answer="I don't know.", answer_kind="refusal", draft=None))
+    declined = answer_text(replace(quotes, answer="I don't know.", answer_kind="refusal", draft=None,
+                                     held_back=None))
     assert "held back" not in declined and "(ok; flag level 0.86;" in declined

@@ -17,6 +17,7 @@ from rag.generate.attention import FIRST_CHUNK, QUESTION
 from rag.generate.decoding import Generation
 from rag.generate.generator import Generator
 from rag.generate.prompt import Prompt
+from rag.retrieve.retriever import Retrieval
 from rag.types import Source
 from tests.test_generate import generator  # noqa: F401  (session fixture, shared)
 
@@ -116,7 +117,7 @@ def test_a_held_back_answer_quotes_its_evidence_verbatim(
 
     settings_ = Settings(home=tmp_path / "home", abstain_risk=0.0)  # hold back every draft
     pipeline = AnswerPipeline(settings_, Database(settings_), generator, Detector.baseline())
-    answer = pipeline.run("Where was coffee first grown?", [FIRST, SECOND], relevance=0.9, retrieve_ms=0.0)
+    answer = pipeline.run("Where was coffee first grown?", Retrieval([FIRST, SECOND], relevance=0.9))
     assert answer.abstained and answer.answer_kind == "quotes" and answer.draft
     assert answer.answer.startswith(QUOTES_LEAD)
     quoted = [q.split("”")[0] for q in answer.answer.split("“")[1:]]

@@ -23,7 +23,7 @@ import pytest
 
 from rag.report.html import render_html
 from rag.report.view import format_ms, format_share, risk_hue, risk_level
-from rag.types import Answer, Evidence, Hallucination, SentenceAttribution, Source, Timings
+from rag.types import Answer, Evidence, Hallucination, HeldBack, SentenceAttribution, Source, Timings
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = next(
@@ -386,7 +386,7 @@ def test_json_data_cannot_close_its_script_tag() -> None:
 
 def test_abstained_answer_with_held_back_draft() -> None:
     answer = make_answer()
-    answer.abstained = True
+    answer.abstained, answer.held_back = True, "risk"
     answer.draft = answer.answer
     answer.answer = "I can't give a reliable answer from your documents."
     answer.sentences = []
@@ -405,13 +405,14 @@ def test_abstained_answer_with_held_back_draft() -> None:
     assert report_data(page)["sentences"] == []
 
 
-@pytest.mark.parametrize(("draft", "reason"), [
-    ("[1] leave-policy.md", "it gave no answer beyond naming a source"),
-    ("New employees get 40 days of leave [1].", "its hallucination risk (0.86) was too high to stand behind"),
+@pytest.mark.parametrize(("draft", "held_back", "reason"), [
+    ("[1] leave-policy.md", "names_a_source", "it gave no answer beyond naming a source"),
+    ("New employees get 40 days of leave [1].", "risk",
+     "its hallucination risk (0.86) was too high to stand behind"),
 ])
-def test_quotes_say_why_the_draft_was_held_back(draft: str, reason: str) -> None:
+def test_quotes_say_why_the_draft_was_held_back(draft: str, held_back: HeldBack, reason: str) -> None:
     answer = make_answer()
-    answer.abstained, answer.answer_kind, answer.draft = True, "quotes", draft
+    answer.abstained, answer.answer_kind, answer.draft, answer.held_back = True, "quotes", draft, held_back
     answer.answer = "I could not verify a generated answer. Your documents say: “25 days” [1]"
     answer.sentences = []
     notice = " ".join(tree(render_html(answer)).xpath("string(//div[@class='notice quotes'])").split())
@@ -636,6 +637,7 @@ def test_quotes_are_labelled_and_the_draft_stays_collapsed() -> None:
     leave = answer.sources[1]
     quote = "Every employee is entitled to 25 days of paid annual leave per calendar year."
     answer.abstained, answer.answer_kind, answer.draft, answer.sentences = True, "quotes", draft, []
+    answer.held_back = "risk"
     answer.answer = f"I could not verify a generated answer. Your documents say: “{quote}” [1]"
     doc = tree(render_html(answer))
     (notice,) = doc.xpath(f"//div[{cls('notice')}]")
@@ -658,6 +660,7 @@ def test_answer_kind_labels_generated_and_refusal() -> None:
     assert doc.xpath(f"string(//span[{cls('kind')}]/@data-kind)") == "generated"
     refusal = make_answer()
     refusal.abstained, refusal.answer_kind, refusal.sentences = True, "refusal", []
+    refusal.held_back = "no_sources"
     refusal.answer = "I can't answer that from your documents: nothing I retrieved is relevant."
     doc = tree(render_html(refusal))
     assert doc.xpath(f"string(//span[{cls('kind')}]/@data-kind)") == "refusal"

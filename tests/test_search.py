@@ -69,13 +69,13 @@ def test_an_unknown_mode_is_refused(sample_rag: Rag) -> None:
 
 def test_the_generator_is_shown_only_sources_near_the_top_score(sample_rag: Rag) -> None:
     found = sample_rag.retriever.run("Who rowed out to rescue the survivors of the Forfarshire?", 4)
-    shown = found.focused(0.6)
+    shown = found.focused(0.6).sources
     assert [s.chunk_id for s in shown] == [s.chunk_id for s in found.sources[: len(shown)]]  # a prefix
     assert 1 <= len(shown) < 4 and "Grace Darling" in shown[0].text
     assert all(s.score >= 0.6 * found.sources[0].score for s in shown)
-    assert found.focused(0.0) == found.sources  # 0 keeps every retrieved source
+    assert found.focused(0.0).sources == found.sources  # 0 keeps every retrieved source
     negative = [replace(s, score=-0.1 - i) for i, s in enumerate(found.sources)]  # cosines can be < 0
-    assert Retrieval(negative, 0.0).focused(0.6) == negative
+    assert Retrieval(negative, 0.0).focused(0.6).sources == negative
 
 
 def test_a_query_longer_than_the_model_reads_is_truncated_not_an_error(sample_rag: Rag) -> None:

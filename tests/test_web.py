@@ -310,6 +310,8 @@ def test_a_refusal_says_why_and_keeps_the_draft_collapsed(
     answer.update(
         answer_kind="refusal",
         abstained=True,
+        held_back="risk",
+        held_back_reason="the draft's hallucination risk 0.91 reached the abstention level 0.84",
         answer="I can't give a reliable answer from your documents.",
         draft="Grace Darling rowed out with her father.",
         sentences=[],
@@ -317,7 +319,8 @@ def test_a_refusal_says_why_and_keeps_the_draft_collapsed(
     _serve_answer(page, answer)
     page.goto(f"{url}/?answer={answer['id']}")
     wait_done(page)
-    assert "Held back" in page.inner_text("#answer-notice")
+    notice = page.inner_text("#answer-notice")
+    assert "Held back" in notice and "reached the abstention level 0.84" in notice
     draft = page.locator("#answer-draft details")
     assert draft.count() == 1 and draft.get_attribute("open") is None
     assert not page.locator("#answer-draft .draft-text").is_visible()

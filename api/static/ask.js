@@ -242,17 +242,23 @@ function renderNotice(answer) {
     );
   } else if (kind === "quotes") {
     el.notice.append(
-      h("p", { class: "notice quotes" }, h("strong", {}, "Quoted. "), "These sentences are copied from the sources, not generated."),
+      h(
+        "p",
+        { class: "notice quotes" },
+        h("strong", {}, "Quoted. "),
+        "These sentences are copied from the sources, not generated",
+        answer.held_back ? `: the draft was held back because ${reason(answer)}` : ".",
+      ),
     );
   } else if (answer.abstained) {
     el.notice.append(h("p", { class: "notice refusal" }, h("strong", {}, "Declined. "), "The model said the sources do not hold the answer."));
   }
 }
 
+// why, as the server decided it (answer.held_back, rag/answer/verdict.py); a decline is the model's own
 function reason(answer) {
-  const method = answer.hallucination.method || "";
-  if (method.startsWith("abstained:")) return `${method.slice(10).trim()} (retrieval found nothing relevant).`;
-  if (answer.draft) return "the draft answer did not draw on the retrieved sources.";
+  if (answer.held_back === "no_sources") return `retrieval found nothing relevant: ${answer.held_back_reason}.`;
+  if (answer.held_back) return `${answer.held_back_reason}.`;
   return "the sources do not hold the answer.";
 }
 

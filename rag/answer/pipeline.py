@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from rag.answer.guided import guided_generate
+from rag.answer.verdict import Verdict, decide, stored_verdict
 from rag.attribute.attribution import attribute, evidence_spans
 from rag.attribute.detector import Detector
 from rag.config import Settings
-from rag.generate.batching import DecodeBatcher
-from rag.generate.decoding import Generation
+from rag.generate.decoding import Decoder, Generation
 from rag.generate.generator import Generator
+from rag.retrieve.retriever import Retrieval
 from rag.storage.database import Database
 from rag.storage.engine import transaction
 from rag.storage.orm import AnswerRecord
@@ -55,14 +56,14 @@ class AnswerPipeline:
         database: Database,
         generator: Generator,
         detector: Detector,
-        batcher: DecodeBatcher | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
         self.settings = settings
         self.database = database  # where answers are stored, unless it is read-only
         self.generator = generator
         self.detector = detector
-        # concurrent asks share decoding steps (settings.batch_max > 1); else each decodes alone
-        self.decode = batcher.generate if batcher is not None else generator.generate
+        # a DecodeBatcher where concurrent asks share decoding steps (settings.batch_max > 1)
+        self.decoder: Decoder = decoder or generator
 
     @property
     def abstain_risk(self) -> float:
@@ -73,51 +74,49 @@ class AnswerPipeline:
     def run(
         self,
         question: str,
-        sources: list[Source],
-        relevance: float,
-        retrieve_ms: float,
+        retrieval: Retrieval,
         on_token: Callable[[str], None] | None = None,
         on_generation: Callable[[Generation], None] | None = None,
         guided: bool | None = None,
     ) -> Answer:
-        """Answer from already-retrieved sources; ``relevance`` is the best dense similarity.
+        """Answer from what retrieval found (the sources shown to the generator).
         ``on_generation`` sees the raw draft with its masses (evaluation keeps its features).
         ``guided`` (default: the setting) decodes with `rag.answer.guided`, alone, outside any batch."""
         started = time.perf_counter()
+        sources, relevance, retrieve_ms = retrieval.sources, retrieval.relevance, retrieval.retrieve_ms
         timings = Timings(retrieve_ms=retrieve_ms)
         guided = self.settings.guided if guided is None else guided
         model = AnswerModels(generator=self.generator.name, embedder=self.settings.embedder_id,
-                       decoding="guided" if guided else "greedy")
+                             decoding="guided" if guided else "greedy")
         if not sources or relevance < self.settings.min_relevance:
+            verdict = decide(relevance=relevance, min_relevance=self.settings.min_relevance, draft=None)
             if on_token:
                 on_token(NO_SOURCES)
             method = f"abstained: best source similarity {relevance:.2f} < {self.settings.min_relevance}"
-            answer = self._answer(question, NO_SOURCES, sources, None, timings, model, abstained=True)
-            answer.answer_kind = "refusal"
+            answer = self._answer(question, NO_SOURCES, sources, None, timings, model, verdict)
             answer.hallucination = Hallucination(0.0, False, method, self.detector.threshold)
         else:
             generation = (self._guided(question, sources, on_token) if guided
-                          else self.decode(question, sources, on_token=on_token))
+                          else self.decoder.generate(question, sources, on_token=on_token))
             if on_generation:
                 on_generation(generation)
             timings.prefill_ms, timings.decode_ms = generation.prefill_ms, generation.decode_ms
             t0 = time.perf_counter()
             attribution = attribute(generation, sources, self.detector)
             timings.attribute_ms = (time.perf_counter() - t0) * 1000
-            text = generation.text.strip()
-            model_declined = declined(text)
-            risky = attribution.hallucination.risk >= self.abstain_risk and not model_declined
-            if risky or names_only_a_source(text, sources, question):
-                # held back: what the draft looked at is still true, quoted verbatim
-                quotes = evidence_spans(generation, sources, limit=2)
-                body = quote_answer(quotes, generation.prompt.chunk_ids) if quotes else NOT_GROUNDED
-                answer = self._answer(question, body, sources, attribution, timings, model, True)
-                answer.draft, answer.sentences = text, []
-                answer.answer_kind = "quotes" if quotes else "refusal"
-            else:
-                answer = self._answer(question, generation.text, sources, attribution, timings, model)
-                answer.abstained = model_declined
-                answer.answer_kind = "refusal" if model_declined else "generated"
+            draft = generation.text.strip()
+            quotes = evidence_spans(generation, sources, limit=2)
+            verdict = decide(relevance=relevance, min_relevance=self.settings.min_relevance, draft=draft,
+                             names_a_source=names_only_a_source(draft, sources, question),
+                             risk=attribution.hallucination.risk, abstain_risk=self.abstain_risk,
+                             declined=declined(draft), has_quotes=bool(quotes))
+            if verdict.held_back is None:
+                text = generation.text
+            else:  # what the draft looked at is still true: quoted verbatim in its place
+                text = quote_answer(quotes, generation.prompt.chunk_ids) if quotes else NOT_GROUNDED
+            answer = self._answer(question, text, sources, attribution, timings, model, verdict)
+            if verdict.held_back is not None:
+                answer.draft, answer.sentences = draft, []
         timings.total_ms = retrieve_ms + (time.perf_counter() - started) * 1000
         if self.database.stores_answers:  # a read-only database: answered, but not kept
             self.store(answer)
@@ -139,7 +138,7 @@ class AnswerPipeline:
         attribution: Attribution | None,
         timings: Timings,
         model: AnswerModels,
-        abstained: bool = False,
+        verdict: Verdict,
     ) -> Answer:
         return Answer(
             id=uuid.uuid4().hex,
@@ -153,8 +152,11 @@ class AnswerPipeline:
             if attribution
             else Hallucination(0.0, False, "none", self.detector.threshold),
             timings=timings,
-            abstained=abstained,
+            abstained=verdict.held_back is not None or verdict.declined,
             attention_sink=attribution.attention_sink if attribution else 0.0,
+            answer_kind=verdict.kind,
+            held_back=verdict.held_back,
+            held_back_reason=verdict.reason,
         )
 
     def store(self, answer: Answer) -> None:
@@ -176,4 +178,9 @@ def load_answer(sessions: sessionmaker[Session], answer_id: str) -> Answer | Non
     """A stored answer; readable without loading any model."""
     with sessions() as s:
         record = s.get(AnswerRecord, answer_id)
-        return Answer.from_report(record.report) if record else None
+    if record is None:
+        return None
+    answer = Answer.from_report(record.report)
+    if "held_back" not in record.report:  # stored before verdicts were kept
+        answer.held_back, answer.held_back_reason = stored_verdict(answer)
+    return answer

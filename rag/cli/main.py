@@ -23,7 +23,6 @@ from rag.cli.common import (
     settings_from,
 )
 from rag.cli.eval import eval_app
-from rag.text import held_back_for_naming_a_source
 
 
 def user_error(exc: Exception) -> tuple[str, int] | None:
@@ -107,9 +106,9 @@ def answer_text(answer: Any, answer_already_shown: bool = False, stored: bool = 
     lines = [] if answer_already_shown else [answer.answer]
     lines.append("")
     h = answer.hallucination
-    held_back = bool(answer.abstained and answer.draft)  # not a decline, nor a refusal without sources
+    held_back = answer.held_back in ("risk", "names_a_source")  # a draft was written and held back
     if held_back:
-        why = ("it only names a source" if held_back_for_naming_a_source(answer)
+        why = ("it only names a source" if answer.held_back == "names_a_source"
                else f"its risk {h.risk:.2f} was too high to stand behind")
         lines.append(f"(held back draft, {why}: {answer.draft})")
     for sent in answer.sentences:

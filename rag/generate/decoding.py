@@ -7,8 +7,9 @@ as a `Generation`: the answer and, per answer token, where the model looked.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from transformers import DynamicCache
@@ -16,6 +17,7 @@ from transformers import DynamicCache
 from rag.generate.attention import AttentionReducer
 from rag.generate.prompt import Prompt
 from rag.generate.textstream import TextStream
+from rag.types import Source
 
 
 @dataclass
@@ -123,3 +125,17 @@ class Decoding:
             units_encoded=self.units_encoded,
             decline_logprob=self.decline_logprob,
         )
+
+
+class Decoder(Protocol):
+    """What answers one request greedily: a `Generator` alone, or a `DecodeBatcher` that shares each
+    forward with concurrent requests. The answer pipeline holds one and cannot tell which."""
+
+    def generate(
+        self,
+        question: str,
+        sources: Sequence[Source],
+        *,
+        max_new_tokens: int | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Generation: ...

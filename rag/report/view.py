@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rag.report.spans import Span, card_of, citations, place_spans
-from rag.text import CITATION, held_back_for_naming_a_source
+from rag.text import CITATION
 from rag.types import Answer, SentenceAttribution, Source
 
 CLAMP_CHARS = 520  # chunk texts longer than this start collapsed (the script adds the toggle)
@@ -238,7 +238,7 @@ class View:
         kind = answer.answer_kind if answer.answer_kind in KINDS else "generated"
         self.kind = "refusal" if kind == "generated" and answer.abstained else kind
         # why quotes stand in for the draft: it gave no answer beyond naming a source, or its risk
-        self.named_a_source = self.kind == "quotes" and held_back_for_naming_a_source(answer)
+        self.named_a_source = self.kind == "quotes" and answer.held_back == "names_a_source"
         self.evidence_mode = any(s.evidence for s in answer.sentences)
         self.placed = place_spans(answer, self.sources, evidence_mode=self.evidence_mode,
                                   quotes=self.kind == "quotes")

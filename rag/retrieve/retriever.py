@@ -4,7 +4,8 @@ embedding to the question: the abstention signal, comparable whatever the mode).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,18 +30,22 @@ class Filters:
     doc_type: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Retrieval:
+    """What retrieval hands the answer stage, whole."""
+
     sources: list[Source]
     relevance: float  # best cosine similarity between the query and a retrieved chunk (0 if none)
+    retrieve_ms: float = 0.0
 
-    def focused(self, ratio: float) -> list[Source]:
+    def focused(self, ratio: float) -> Retrieval:
         """The top source and those scoring at least ``ratio`` x its score: what the generator is shown.
         Scores that are not positive (a dense cosine can be) carry no scale: all are kept."""
         if not self.sources or ratio <= 0 or self.sources[0].score <= 0:
-            return self.sources
+            return self
         floor = ratio * self.sources[0].score
-        return self.sources[:1] + [s for s in self.sources[1:] if s.score >= floor]
+        kept = self.sources[:1] + [s for s in self.sources[1:] if s.score >= floor]
+        return replace(self, sources=kept)
 
 
 class Retriever:
@@ -52,6 +57,7 @@ class Retriever:
         self.embedder = embedder
 
     def run(self, query: str, k: int, filters: Filters | None = None, mode: str | None = None) -> Retrieval:
+        t0 = time.perf_counter()
         mode = mode or self.settings.retrieval_mode
         if mode not in MODES:
             raise BadInput(f"unknown retrieval mode {mode!r}; choose from {', '.join(MODES)}")
@@ -80,4 +86,4 @@ class Retriever:
                 # stored by this embedder (checked above), so as wide as the query's vector
                 _, vectors = chunk_vectors(s, np.array([x.chunk_id for x in sources]), len(vector))
                 relevance = float((vectors @ vector).max())
-        return Retrieval(sources, relevance)
+        return Retrieval(sources, relevance, (time.perf_counter() - t0) * 1000)
