@@ -9,8 +9,8 @@ Built from the development data in ``../shared/data`` (see DESIGN.md "Data for d
 - ``halueval-matched``: length-matched. Both answers as they come, subsampled so that every answer
   length in words has as many faithful as hallucinated lines (at most one hallucinated line per
   question and length): length alone has AUROC 0.5 on it by construction. Small (~220 lines): short
-  hallucinated answers ("Mumbai.") are rare. (Matching against faithful answers rewritten as "The
-  answer is Delhi." was tried and dropped: the template itself, not support, then told them apart.)
+  hallucinated answers ("Mumbai.") are rare. (Templated answers were tried and dropped:
+  docs/history.md#detector-evaluation-sets.)
 - ``halueval-swap``: same template, only the answer differs: "The answer is X." with X the right
   answer, or the right answer of another question of the same kind (wh-word, digits, word count)
   that the knowledge does not mention. Yes/no questions are left out (a flipped yes is not unsupported
