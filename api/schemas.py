@@ -1,4 +1,4 @@
-"""Request and response shapes of the REST API (DESIGN.md, "REST"). /openapi.json is generated from
+"""Request and response shapes of the REST API (docs/design.md, "REST"). /openapi.json is generated from
 these, so it describes what the service really accepts and returns.
 
 Text fields reject NUL characters and lone surrogates: neither survives PostgreSQL or UTF-8, so

@@ -2,8 +2,8 @@
 
 Corpus: the SQuAD-v2 dev paragraphs from ``../shared/data`` written out as Markdown files, one per
 article (so the timing includes scanning, loading, chunking, SQL and FAISS), or ``data/`` repeated
-when the shared data is absent. Targets (DESIGN.md): ingest ≥ 0.90 of raw encode chunks/s;
-unchanged re-ingest ≤ 0.05 of the full ingest's wall time.
+when the shared data is absent. Targets (docs/design.md, "Benchmark targets"): ingest ≥ 0.90 of raw
+encode chunks/s; unchanged re-ingest ≤ 0.05 of the full ingest's wall time.
 
 ``python -m bench ingest --ray [--articles N]``: local ingest next to `rag ingest --ray auto` with 1
 and 2 Ray workers (one CPU each) on a local Ray instance, in one run, as chunks/s and ratios. Two

@@ -2,7 +2,7 @@
 
 For each size: build time, resident memory added by the index, p50/p99 latency of single-query
 searches on one thread (as a request is served), and recall@10 against exact search. Targets
-(DESIGN.md): p50 ≤ 5 ms at 1M vectors with recall@10 ≥ 0.95.
+(docs/design.md, "Benchmark targets"): p50 ≤ 5 ms at 1M vectors with recall@10 ≥ 0.95.
 
 Data. Uniformly random unit vectors in 384-d are the wrong test: every pair is near-orthogonal
 (cosines ≈ 0 ± 0.05), there are no neighbourhoods, and *no* sublinear index finds the true top-10

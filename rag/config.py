@@ -26,16 +26,14 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///HOME/rag.db")
     models_cache: Path | None = Field(None, description="converted-model cache; default HOME/models")
 
-    # models: "package:<module>[/<file>]" resolves inside an installed package; anything else is a
-    # local folder or a hub name (the hub only works where the network does).
+    # models: "package:<module>[/<file>]", a name in rag.resources.GENERATORS, a local folder or a hub name
     embedder: str = DEFAULT_EMBEDDER
     generator: str = DEFAULT_GENERATOR
     device: str = Field("cpu", description="torch device for the generator and embedder")
-    # dynamic int8 linear layers on CPU: see README "Generators" for the measured speed and quality
+    # dynamic int8 linear layers on CPU: measured speed and quality in docs/history.md#generators-and-int8
     quantize: Literal["none", "int8"] = Field("int8", description="generator weights on CPU")
     embed_batch_size: int = 64
-    # onnx / onnx-int8: ONNX Runtime on the CPU (rag/embed/onnx_encoder.py); slower than torch here (README,
-    # Speed)
+    # onnx / onnx-int8: ONNX Runtime, slower than torch here (docs/history.md#speed-options-left-off)
     embed_backend: EmbedBackend = Field("torch", description="what runs the embedder")
 
     # chunking, in embedder tokens: MiniLM was trained on 128-token inputs and truncates at 256.
@@ -46,23 +44,19 @@ class Settings(BaseSettings):
     ann_threshold: int = 50_000
     ivf_nlist: int = 0
     ivf_nprobe: int = 0
-    # index snapshots (rag/index/snapshots.py): each save publishes a new one; older ones are deleted once no
-    # process holds them. Where file locks cannot be trusted across hosts (docs/scale.md), turn the
-    # leases off and keep enough snapshots by age to outlast any replica's load of one.
+    # snapshots (rag/index/snapshots.py); where locks are not shared across hosts, see docs/scale.md
     index_keep_snapshots: int = Field(1, ge=1, description="newest index snapshots always kept")
     index_trust_leases: bool = Field(True, description="keep older snapshots while a process holds them")
 
     # answering
     top_k: int = Field(4, ge=1, le=50)
     retrieval_mode: RetrievalMode = "hybrid"
-    # convex (min-max scores) beat RRF on the SQuAD BEIR folder; see rag/retrieve/fusion.py for the numbers
+    # convex (min-max scores) beat RRF on the SQuAD BEIR folder (docs/history.md#retrieval-fusion)
     fusion_method: FusionMethod = "convex"
     fusion_dense_weight: float = Field(0.5, ge=0.0, le=1.0)
-    # a 135M generator copies from whichever source is in front of it: measured on the 21 probes in
-    # tests/data, leaving out sources scoring under 0.6 x the top one took correct answers from 4-6 to 8-9
+    # a small generator copies whichever source is in front (docs/history.md#sources-shown-to-the-generator)
     context_score_ratio: float = Field(0.6, ge=0.0, le=1.0, description="prompt keeps sources >= this x top")
-    # parallel: each chunk's KV is encoded once after the instruction and reused (rag/generate/kvcache.py);
-    # the chunks then do not attend to one another. bench prefill measures what it costs and saves.
+    # parallel: each chunk's KV encoded once and reused, chunks blind to one another (rag/generate/kvcache.py)
     prefill: Literal["full", "parallel"] = Field("full", description="how the prompt's chunks are encoded")
     kv_cache_mb: int = Field(256, ge=0, description="memory for cached chunk KV in parallel prefill")
     # > 0: units also kept in HOME/kv/<model>/ and read back by later processes (rag/generate/kvcache.py)
@@ -70,8 +64,7 @@ class Settings(BaseSettings):
     # > 1: concurrent asks are decoded together, up to this many per forward (rag/generate/batching.py)
     batch_max: int = Field(1, ge=1, le=64, description="asks decoded in one batch; 1 decodes each alone")
     max_new_tokens: int = Field(160, ge=1, le=2048)
-    # Lookback Lens guided decoding (rag/answer/guided.py). Off: on 20 SQuAD val questions (bench guided, 3 x
-    # 8, the 0.5B default) it kept 15 answers as greedy, useful 6/12 -> 5/12, bad 9/17 -> 9/16, 1.5x the time
+    # guided decoding (rag/answer/guided.py) is off: it did not pay (docs/history.md#guided-decoding)
     guided: bool = Field(False, description="decode by steps, keeping the least risky of a few candidates")
     guided_candidates: int = Field(3, ge=1, le=16, description="continuations tried per guided step")
     guided_step_tokens: int = Field(8, ge=1, le=256, description="tokens per guided step")
@@ -83,8 +76,7 @@ class Settings(BaseSettings):
     # ingest
     max_file_bytes: int = Field(50 * 1024 * 1024, description="bigger files are skipped with a reason")
     file_timeout_s: float = Field(60.0, description="per-file parse time limit")
-    # size after decompression: a 72 KB DOCX inflated to 14.6 M characters, a 4.5 KB one to 909 chunks
-    # (106 s of embedding). 2 M characters is ~800 pages of prose; 3,000 chunks ~5 min of embedding here.
+    # bounds on size after decompression, which can be huge (docs/history.md#file-size-limits)
     max_file_chars: int = Field(2_000_000, ge=1, description="files whose text is longer fail with a reason")
     max_file_chunks: int = Field(3_000, ge=1, description="files that make more chunks fail with a reason")
     # distributed ingest (`rag ingest --ray`): "auto" starts a local Ray instance, else a cluster address
@@ -99,8 +91,7 @@ class Settings(BaseSettings):
     # a connection must send its request line and headers within this (slow or half-open clients)
     header_timeout_s: float = Field(10.0, gt=0, description="close connections whose headers are this slow")
     keep_alive_s: float = Field(5.0, gt=0, description="close idle kept-alive connections after this")
-    # a comment line on an event stream that has sent nothing for this long (a stream queued behind
-    # another answer), so that proxies do not close it as idle
+    # a stream queued behind another answer gets a comment line, so that proxies do not close it as idle
     sse_ping_s: float = Field(15.0, gt=0, description="keep-alive on a silent event stream this often")
 
     @cached_property

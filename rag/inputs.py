@@ -18,7 +18,7 @@ from rag.types import BadInput
 T = TypeVar("T")
 _SHOWN_PROBLEMS = 5  # of one line's; then "(N more)"
 
-MAX_QUESTION_CHARS = 4000  # DESIGN.md: question (and search query) 1..4000 chars
+MAX_QUESTION_CHARS = 4000  # docs/design.md, "REST": question (and search query) 1..4000 chars
 MAX_ANSWER_CHARS = 4000  # an answer to attribute; with a question and context it stays in the model's window
 MAX_CONTEXT_CHARS = 16000  # ~4k tokens of context to attribute against
 # Characters do not bound tokens (4,000 CJK characters are ~11k tokens, 4,000 digits 4k), and eager

@@ -71,7 +71,7 @@ class ChunkSpan:
 
 @dataclass
 class Source:
-    """A retrieved chunk as the user sees it."""  # DESIGN.md, `Source`
+    """A retrieved chunk as the user sees it."""  # docs/design.md, "Answer": `Source`
 
     rank: int
     chunk_id: int

@@ -3,7 +3,7 @@ sentence's support and lookback ratio, and a hallucination risk per sentence and
 
 Input is a `Generation` (rag.generate.decoding): features (T, L, H, S) = for each answer token t, layer l and
 head h, the attention mass on each prompt segment (sink, instruction, question, answer so far, chunk
-1..k). Definitions follow DESIGN.md "Attribution: definitions":
+1..k). Definitions follow docs/design.md "Attribution: definitions":
 
     chunk mass  m_c(t) = mass of t on chunk c, averaged over heads and the attribution layers
     answer share       = mean_t m_c(t), normalised over the retrieved chunks (shares sum to 1)

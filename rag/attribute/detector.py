@@ -18,22 +18,9 @@ less confidence. For a set of answer tokens (a sentence, or the whole answer) `p
 Pooling the masses before taking a ratio separated hallucinated answers far better than averaging
 per-token ratios: early tokens have almost no answer to look back on, so their ratios are ~1.
 
-Tried and dropped: a self-check, the model asked after its answer, in a turn of its own on the
-answer's cache, whether the sources contain the answer (log p(no) - log p(yes)). On the generators'
-own SQuAD drafts it told bad from good no better than chance (AUROC 0.49, 267 drafts of the 1.5B;
-0.48-0.51 for the 0.5B) and added nothing out of fold, for a forward per answer in every decoding path.
-Also tried, on the 0.5B's own SQuAD drafts (fitted on 257 training drafts, scored on 131 validation
-ones), beside the shipped risk (val AUROC 0.64 [0.53, 0.75]): disagreement of the draft with the
-drafts written over the same sources in two other orders (0.65 alone, 0.65 with the risk; three
-decodings per question), and retrieval's own scores (best dense similarity 0.63 alone, 0.68 with the
-risk; 0.69 with both). Gains within noise, so no retrieval or consistency feature is read.
-Nor agreement with a second generator: the 1.5B's draft over the same sources (token-F1 with the
-0.5B's) ranked the 0.5B's 255 validation drafts at 0.67 alone, as the risk does, and 0.70 stacked
-(fitted across the three validation articles, so optimistic), for 3.4 s more per question.
-And linear probes of the 0.5B's hidden state (layers 6 to 24, at the prompt's last token and the
-answer's last token; 451 training drafts, 248 validation ones): unanswerable questions from answerable
-ones at best 0.66 on validation (layer 15; 0.62 on a quarter of the data, so more data would add
-little), bad drafts from good ones 0.61-0.66 alone and 0.68-0.70 stacked with the risk (0.68 alone).
+Nothing else is read: a self-check turn, agreement between drafts or with a second generator,
+retrieval scores and hidden-state probes, measured on the generators' own SQuAD drafts, were no
+better than the risk alone or added to it within noise (figures: docs/history.md#features-tried-and-dropped).
 
 A detector is a logistic regression over one `FEATURE_SETS` entry, or the untrained baseline
 1 - mean lookback. One file per generator ships in ``rag/attribute/detectors/<generator>.json`` (written by

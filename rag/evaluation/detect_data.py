@@ -1,6 +1,6 @@
 """Data for the hallucination detector: lines ``{question, context, response, hallucinated}``.
 
-Built from the development data in ``../shared/data`` (see DESIGN.md "Data for development"):
+Built from the development data in ``../shared/data`` (see docs/design.md "Data for development"):
 
 - ``halueval``: HaluEval QA as it comes. Per question, the right answer (faithful) and the
   hallucinated answers of both variants (one-turn, multi-turn). Right answers are short spans
@@ -9,8 +9,8 @@ Built from the development data in ``../shared/data`` (see DESIGN.md "Data for d
 - ``halueval-matched``: length-matched. Both answers as they come, subsampled so that every answer
   length in words has as many faithful as hallucinated lines (at most one hallucinated line per
   question and length): length alone has AUROC 0.5 on it by construction. Small (~220 lines): short
-  hallucinated answers ("Mumbai.") are rare. (Matching against faithful answers rewritten as "The
-  answer is Delhi." was tried and dropped: the template itself, not support, then told them apart.)
+  hallucinated answers ("Mumbai.") are rare. (Matching against templated faithful answers was tried
+  and dropped: docs/history.md#detector-evaluation-sets.)
 - ``halueval-swap``: same template, only the answer differs: "The answer is X." with X the right
   answer, or the right answer of another question of the same kind (wh-word, digits, word count)
   that the knowledge does not mention. Yes/no questions are left out (a flipped yes is not unsupported
@@ -46,7 +46,7 @@ from pydantic import TypeAdapter
 from rag.inputs import read_jsonl
 
 SPLITS = ("train", "val", "test")
-# ../shared/data beside the checkout, as DESIGN.md says (RAG_SHARED_DATA overrides)
+# ../shared/data beside the checkout, as docs/design.md says (RAG_SHARED_DATA overrides)
 SHARED_DATA = Path(os.environ.get("RAG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 HALUEVAL_VARIANTS = ("qa_one-turn_data.json", "qa_multi-turn_data.json")
 SQUAD_FLAT = "squad_v2_dev/dev_flat.jsonl"

@@ -28,11 +28,7 @@ from rag.types import BadInput, Source
 
 # Short answers: on SQuAD questions a 0.5B model asked for "one short sentence" copied the answer
 # instead of paraphrasing the paragraph around it, and said "I don't know" where a longer
-# instruction made it guess. Tried on the 0.5B's SQuAD-2 drafts and dropped: a worked example of a
-# cited answer and two declines appended to the instruction (gold contained in 46% of 123 answerable
-# training questions against 52% without; declines on unanswerable ones 1% against 9%), and asking
-# it to check first that the sources state every part of the question (declined 38% of 48
-# unanswerable validation questions, but also 25% of 32 answerable ones, against 4% and 3%).
+# instruction made it guess. Longer variants tried and dropped: docs/history.md#prompt-instruction.
 DECLINE_TEXT = "I don't know."  # the reply asked for when the sources lack the answer
 INSTRUCTION_TEXT = (
     "Answer the question using only the numbered sources. Reply with one short sentence that cites "

@@ -118,13 +118,10 @@ def quantize_int8(model: Any) -> Any:
     """Dynamic int8 for every linear layer (weights int8, activations quantized per batch); attention
     itself, and so the masses, stay in fp32. CPU only: fbgemm/qnnpack kernels.
 
-    One scale per weight tensor (the default qconfig). Per-channel scales did not contain the gold
-    answer more often: on 80 answerable SQuAD questions with their paragraph, the 0.5B contained it in
-    46 (per tensor), 48 (per channel) and 48 (fp32, 5x slower to decode); the shipped detectors were
-    fitted on per-tensor drafts.
-
-    torch.ao, not torchao (which the deprecation points to): torchao 0.18's int8 configs decode 5-11x
-    slower in eager mode on CPU (0.5B, 2 cores: 5.7 tok/s dynamic, 2.4 weight-only, against 26 here)."""
+    One scale per weight tensor (the default qconfig): per-channel scales did not contain the gold
+    answer more often, and the shipped detectors were fitted on per-tensor drafts. torch.ao, not
+    torchao (which the deprecation points to): torchao's int8 configs decode several times slower in
+    eager mode on CPU. Figures: docs/history.md#generators-and-int8."""
     import warnings
 
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao

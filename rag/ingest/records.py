@@ -32,7 +32,7 @@ class Duplicate:
 
 @dataclass
 class IngestSummary:
-    """What `rag ingest --json` prints (DESIGN.md)."""
+    """What `rag ingest --json` prints (docs/design.md, "CLI")."""
 
     # every field is in every response, so the API's schema requires them all
     __pydantic_config__ = ConfigDict(json_schema_serialization_defaults_required=True)

@@ -9,14 +9,11 @@ so the order of the input lists can't flip a tie):
   (max_i - min_i)`` over each list's candidates (Bruch, Gai & Ingber 2023, "An Analysis of Fusion
   Functions for Hybrid Retrieval", found it beats RRF in and out of domain).
 
-Measured on the SQuAD-v2 BEIR folder (646 paragraphs, 2,910 answerable questions; fusion settings
-tuned on one half of the queries, reported on the other): BM25 0.900 nDCG@10, MiniLM 0.802, plain RRF
-(c=60) 0.881 — RRF *loses* to BM25 when one retriever is much stronger, because a confident BM25 hit
-and a weak dense hit count the same; tuned (c=10, dense weight 0.3) it gets 0.905, +0.004. Convex
-fusion with equal weights scores 0.913 (+0.013 over BM25, paired-bootstrap 95% CI [0.006, 0.020];
-better on 147 queries, worse on 87), and every dense weight from 0.3 to 0.5 beats both retrievers
-(0.4, the tuned value, 0.917). Hence ``DEFAULT_METHOD = "convex"`` with equal weights, a choice not
-fitted to SQuAD's lexical bias; RRF stays available (``method="rrf"``).
+The default is convex with equal weights: on the SQuAD-v2 BEIR folder plain RRF lost to BM25
+alone (a confident BM25 hit and a weak dense hit count the same when one retriever is much stronger),
+while convex fusion beat both retrievers at every dense weight from 0.3 to 0.5; equal weights are not
+fitted to SQuAD's lexical bias. RRF stays available (``method="rrf"``). Figures:
+docs/history.md#retrieval-fusion.
 """
 
 from __future__ import annotations
