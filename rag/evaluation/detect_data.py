@@ -45,7 +45,6 @@ from pydantic import TypeAdapter
 
 from rag.inputs import read_jsonl
 
-SPLITS = ("train", "val", "test")
 # ../shared/data beside the checkout, as DESIGN.md says (RAG_SHARED_DATA overrides)
 SHARED_DATA = Path(os.environ.get("RAG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 HALUEVAL_VARIANTS = ("qa_one-turn_data.json", "qa_multi-turn_data.json")
