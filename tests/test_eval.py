@@ -16,11 +16,9 @@ from typer.testing import CliRunner
 from rag.evaluation.detect_data import (
     DetectExample,
     halueval_sets,
-    question_row,
     read_examples,
     split_of,
     squad_continue,
-    squad_rows,
     squad_swap,
     words,
     write_examples,
@@ -37,6 +35,7 @@ from rag.evaluation.metrics import (
     token_f1,
 )
 from rag.evaluation.own_answers import own_label
+from rag.evaluation.questions import question_row, squad_rows
 from rag.evaluation.squad import write_paragraphs
 from rag.text import strip_citations
 from tests.conftest import MODELS_CACHE
