@@ -33,9 +33,9 @@ from rag.answer.pipeline import declined
 from rag.attribute.attribution import attribute
 from rag.attribute.detector import Detector
 from rag.config import Settings
-from rag.evaluation.detect_data import squad_rows
 from rag.evaluation.metrics import auroc, max_f1
 from rag.evaluation.own_answers import own_label
+from rag.evaluation.questions import squad_rows
 from rag.evaluation.squad import sample_questions
 from rag.generate.generator import Generator
 from rag.generate.kvcache import ChunkKVCache, KVDisk

@@ -1,4 +1,4 @@
-"""Shared fixtures: a workspace on SQLite and on PostgreSQL, and the packaged models loaded once.
+"""Shared fixtures: a workspace on SQLite and on PostgreSQL, and the packaged generator loaded once.
 
 PostgreSQL tests get a schema of their own (so concurrent runs never collide) on the server at
 127.0.0.1:5432, database ``test``. Under CI (``CI=true``) an unreachable server is a failure, never a
@@ -12,10 +12,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from rag.config import Settings
+
+if TYPE_CHECKING:
+    from rag.generate.generator import Generator
 
 REPO = Path(__file__).resolve().parent.parent
 # Tests whose behaviour does not depend on which model answers use the small generator in fp32
@@ -94,3 +98,13 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 def sqlite_settings(tmp_path: Path) -> Settings:
     """A fresh workspace on SQLite only, for tests that are not about storage."""
     return Settings(home=tmp_path / "home", models_cache=MODELS_CACHE)
+
+
+@pytest.fixture(scope="session")
+def generator(tmp_path_factory: pytest.TempPathFactory) -> Generator:
+    """The small generator (SMALL_GENERATOR, fp32), at most 40 new tokens, loaded once per test session
+    for every module that asks (the first conversion into MODELS_CACHE takes ~30 s, a load then ~1 s)."""
+    from rag.generate.generator import Generator  # torch and transformers: not for the fast lane's start
+
+    home = tmp_path_factory.getbasetemp() / "generator-home"
+    return Generator.load(Settings(home=home, models_cache=MODELS_CACHE, max_new_tokens=40))

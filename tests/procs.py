@@ -28,6 +28,14 @@ def rag_command(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from rag.cli.main import main; sys.exit(main())", *args]
 
 
+def one_error_line(stderr: str) -> str:
+    """The one line a failing command writes to stderr: ``error: ...``, and no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
 def workspace_args(settings: Settings) -> list[str]:
     return ["--home", str(settings.home), "--database-url", settings.db_url]
 

@@ -4,9 +4,8 @@ generator loaded (uvicorn in a thread, SQLite, short answers) for the module."""
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,13 @@ from api.main import create_app
 from api.testing import LiveServer, wait_ready
 from rag.config import Settings
 from tests.conftest import MODELS_CACHE
+from tests.factories import MADE_UP
+from tests.streams import events_of, read_events
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 PHAROS = "Who designed the Pharos of Alexandria?"
-MADE_UP = (
-    "# The Varnholm light\n\nThe Varnholm light stands on a granite skerry at the mouth of the Varn fjord. "
-    "It was first lit in 1898 with a paraffin lamp and a fourth-order lens, and automated in 1962.\n\n"
-    "The keeper of the Varnholm light from 1911 to 1934 was Elin Sandqvist. She took over from her "
-    "father, kept a logbook of every ship that passed, and rowed out twice to fishing boats caught by "
-    "winter storms. She also kept a tame gull named Captain.\n"
-)
 
 
 PING_S = 0.2  # keep-alive comments on silent streams this often (15 s by default)
@@ -68,23 +62,6 @@ def pharos(client: httpx.Client) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     answer: dict[str, Any] = r.json()
     return answer
-
-
-def read_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
-    """(event, parsed data) from a text/event-stream response, as they arrive."""
-    return events_of(response.iter_lines())
-
-
-def events_of(lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
-    """(event, parsed data) from the lines of an event stream; comments (keep-alives) are skipped."""
-    event = None
-    for line in lines:
-        if line.startswith("event: "):
-            event = line.removeprefix("event: ")
-        elif line.startswith("data: "):
-            assert event is not None
-            yield event, json.loads(line.removeprefix("data: "))
-            event = None
 
 
 def test_ask_returns_an_answer_with_sources_and_timings(pharos: dict[str, Any]) -> None:

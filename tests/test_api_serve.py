@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from rag.storage.orm import AnswerRecord
 from tests.conftest import MODELS_CACHE, pg_schema
 from tests.procs import serving, serving_process
-from tests.test_api_ask import read_events
+from tests.streams import read_events
 
 pytestmark = pytest.mark.slow
 

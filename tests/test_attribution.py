@@ -18,7 +18,7 @@ from rag.generate.decoding import Decoding, Generation
 from rag.generate.generator import Generator, check_attention_window
 from rag.generate.prompt import Prompt
 from rag.text import split_sentences
-from tests.test_generate import generator, make_sources  # noqa: F401  (session fixture, shared)
+from tests.factories import make_sources
 
 # ---- sentences (no model)
 
@@ -147,7 +147,7 @@ def test_detector_round_trips_and_fits(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_shares_sum_to_one_and_sentences_slice_the_answer(generator: Generator) -> None:  # noqa: F811
+def test_shares_sum_to_one_and_sentences_slice_the_answer(generator: Generator) -> None:
     sources = make_sources()
     gen = generator.generate("How tall is Mount Etna?", sources)
     report = attribute(gen, sources)
@@ -166,7 +166,7 @@ def test_shares_sum_to_one_and_sentences_slice_the_answer(generator: Generator) 
 
 
 @pytest.mark.slow
-def test_the_chunk_holding_the_answer_gets_the_largest_share(generator: Generator) -> None:  # noqa: F811
+def test_the_chunk_holding_the_answer_gets_the_largest_share(generator: Generator) -> None:
     # The answer is in the first chunk, the farthest from the question. (SmolLM2-135M's boilerplate
     # tokens, "The answer is:", look at the chunk nearest the question whatever it says; an answer
     # in the last chunk would pass for that reason alone.)
@@ -183,7 +183,7 @@ INVENTED = "Coffee was first grown by monks on the Moon in 1969."
 
 
 @pytest.mark.slow
-def test_a_contradicting_answer_is_riskier_than_a_faithful_one(generator: Generator) -> None:  # noqa: F811
+def test_a_contradicting_answer_is_riskier_than_a_faithful_one(generator: Generator) -> None:
     sources = make_sources()
     question = "Where and when was coffee first cultivated?"
     faithful = generator.teacher_force(question, sources, FAITHFUL)
@@ -194,7 +194,7 @@ def test_a_contradicting_answer_is_riskier_than_a_faithful_one(generator: Genera
 
 
 @pytest.mark.slow
-def test_sources_left_out_of_the_prompt_get_no_share(generator: Generator) -> None:  # noqa: F811
+def test_sources_left_out_of_the_prompt_get_no_share(generator: Generator) -> None:
     small = copy.copy(generator)
     small.prompts = copy.copy(generator.prompts)
     small.prompts.max_context_tokens = 60

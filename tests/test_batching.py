@@ -17,7 +17,7 @@ from rag.generate.decoding import Generation
 from rag.generate.generator import Generator
 from rag.types import Answer, Source
 from tests.conftest import MODELS_CACHE
-from tests.test_generate import TOPICS, load_generator, make_sources
+from tests.factories import TOPICS, make_sources
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +27,6 @@ QUESTIONS = [
     "Which opening begins with 1.e4 c5?",
     "Which country produces the most coffee?",
 ]
-
-
-@pytest.fixture(scope="module")
-def generator(tmp_path_factory: pytest.TempPathFactory) -> Generator:
-    return load_generator(tmp_path_factory.getbasetemp() / "generator-home")
 
 
 def concurrently(

@@ -16,17 +16,10 @@ from rag.config import Settings
 from rag.storage.database import Database
 from rag.storage.engine import transaction
 from rag.storage.orm import AnswerRecord
-from tests.procs import cli_env, rag_command
-from tests.test_report import make_answer
+from tests.factories import make_answer
+from tests.procs import cli_env, one_error_line, rag_command
 
 HUGE = "9223372036854775808"  # 2^63: past every SQL integer type
-
-
-def one_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 def run_rag(home: Path, *args: str | bytes) -> subprocess.CompletedProcess[bytes]:

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from rag.cli.main import answer_text
 from rag.types import Hallucination
-from tests.test_report import make_answer
+from tests.factories import make_answer
 
 
 def test_the_risk_line_names_the_flag_level() -> None:

@@ -11,6 +11,7 @@ import pytest
 from rag.config import DEFAULT_GENERATOR, Settings
 from rag.core import Rag
 from tests.conftest import MODELS_CACHE, REPO
+from tests.factories import MADE_UP
 
 pytestmark = pytest.mark.slow
 
@@ -64,8 +65,6 @@ def test_a_second_sentence_is_judged_on_what_it_says(rag: Rag) -> None:
 
 
 def test_an_ingested_file_answers_a_question_only_it_can(rag: Rag, tmp_path: Path) -> None:
-    from tests.test_api_ask import MADE_UP
-
     (tmp_path / "varnholm.md").write_text(MADE_UP, encoding="utf-8")
     rag.ingest([tmp_path])
     answer = rag.ask("Who was the keeper of the Varnholm light from 1911 to 1934?")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -15,11 +16,9 @@ from typer.testing import CliRunner
 from rag.evaluation.detect_data import (
     DetectExample,
     halueval_sets,
-    question_row,
     read_examples,
     split_of,
     squad_continue,
-    squad_rows,
     squad_swap,
     words,
     write_examples,
@@ -36,9 +35,13 @@ from rag.evaluation.metrics import (
     token_f1,
 )
 from rag.evaluation.own_answers import own_label
+from rag.evaluation.questions import question_row, squad_rows
 from rag.evaluation.squad import write_paragraphs
 from rag.text import strip_citations
 from tests.conftest import MODELS_CACHE
+
+if TYPE_CHECKING:
+    from rag.generate.generator import Generator
 
 # --------------------------------------------------------------------------------------------------
 # metrics
@@ -311,12 +314,9 @@ def test_squad_continue_pairs_a_supported_and_a_foreign_sentence(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_teacher_force_many_matches_teacher_force() -> None:
-    from rag.config import Settings
-    from rag.generate.generator import Generator
+def test_teacher_force_many_matches_teacher_force(generator: Generator) -> None:
     from rag.types import Source
 
-    generator = Generator.load(Settings(models_cache=MODELS_CACHE))
     sources = [Source.from_context("Grace Darling rowed out with her father to rescue the survivors.")]
     answers = ["Grace Darling rowed out.", "Napoleon did, in 1802.", ""]
     many = generator.teacher_force_many("Who rowed out?", sources, answers)

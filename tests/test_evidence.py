@@ -19,7 +19,6 @@ from rag.generate.generator import Generator
 from rag.generate.prompt import Prompt
 from rag.retrieve.retriever import Retrieval
 from rag.types import Source
-from tests.test_generate import generator  # noqa: F401  (session fixture, shared)
 
 WORDS = st.sampled_from(
     ["Etna", "erupts", "often.", "Lava", "flows", "north!", "  ", "\n", "Is", "it?", "3.5"]
@@ -84,7 +83,7 @@ SECOND = Source(2, 20, 2, "coffee.txt", "Coffee", COFFEE, 40, 40 + len(COFFEE), 
 
 
 @pytest.mark.slow
-def test_the_prompt_knows_where_each_chunk_text_sits(generator: Generator) -> None:  # noqa: F811
+def test_the_prompt_knows_where_each_chunk_text_sits(generator: Generator) -> None:
     prompt = generator.prompts.build("Where was coffee first grown?", [FIRST, SECOND])
     for source, at in zip([FIRST, SECOND], prompt.chunk_text_at, strict=True):
         lead = len(source.text) - len(source.text.lstrip())
@@ -92,7 +91,7 @@ def test_the_prompt_knows_where_each_chunk_text_sits(generator: Generator) -> No
 
 
 @pytest.mark.slow
-def test_a_sentence_copied_from_chunk_two_has_its_evidence_there(generator: Generator) -> None:  # noqa: F811
+def test_a_sentence_copied_from_chunk_two_has_its_evidence_there(generator: Generator) -> None:
     sources = [FIRST, SECOND]
     answer = "Yemen grew it first in the 15th century."
     gen = generator.teacher_force("Where was coffee first grown?", sources, answer)
@@ -108,7 +107,7 @@ def test_a_sentence_copied_from_chunk_two_has_its_evidence_there(generator: Gene
 
 @pytest.mark.slow
 def test_a_held_back_answer_quotes_its_evidence_verbatim(
-    generator: Generator, tmp_path: Path  # noqa: F811
+    generator: Generator, tmp_path: Path
 ) -> None:
     from rag.answer.pipeline import QUOTES_LEAD, AnswerPipeline
     from rag.attribute.detector import Detector

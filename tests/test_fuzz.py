@@ -23,7 +23,7 @@ from rag.parse.formats import SUPPORTED_SUFFIXES, load
 from rag.resources import resolve_model_path
 from rag.types import LoadedDocument, LoadError
 from tests import docfactory as df
-from tests.test_loaders import check_sections
+from tests.checks import check_sections
 
 SUFFIXES = sorted(SUPPORTED_SUFFIXES)
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -4,63 +4,17 @@ attention masses collected in the decoding pass itself."""
 from __future__ import annotations
 
 import copy
-import functools
-from pathlib import Path
 
 import pytest
 import torch
 
-from rag.config import Settings
 from rag.generate.attention import ATTENTION, EAGER_ATTENTION, FIRST_CHUNK, GENERATED, QUESTION, SINK
 from rag.generate.generator import Generator
 from rag.generate.textstream import TextStream
-from rag.types import Source
 from tests.conftest import MODELS_CACHE
+from tests.factories import make_sources
 
 pytestmark = pytest.mark.slow
-
-TOPICS = {
-    "Volcanoes": (
-        "Mount Etna is an active volcano on the east coast of Sicily, Italy. It is the tallest active "
-        "volcano in Europe, about 3,357 metres high."
-    ),
-    "Coffee": (
-        "Coffee was first cultivated in Yemen in the 15th century. Today Brazil is the largest producer "
-        "of coffee in the world."
-    ),
-    "Chess": (
-        "The Sicilian Defence is a chess opening that begins with 1.e4 c5. It is the most popular "
-        "response to White's first move 1.e4."
-    ),
-}
-
-
-def make_sources(topics: dict[str, str] = TOPICS) -> list[Source]:
-    return [
-        Source(
-            rank=i + 1,
-            chunk_id=10 * (i + 1),
-            document_id=i + 1,
-            path=f"docs/{title.lower()}.txt",
-            title=title,
-            text=text,
-            char_start=0,
-            char_end=len(text),
-            score=0.9 - i / 10,
-        )
-        for i, (title, text) in enumerate(topics.items())
-    ]
-
-
-@functools.cache
-def load_generator(home: Path) -> Generator:
-    """Once per test session, whichever test module asks first (conversion ~30 s, then ~1 s)."""
-    return Generator.load(Settings(home=home, models_cache=MODELS_CACHE, max_new_tokens=40))
-
-
-@pytest.fixture(scope="session")
-def generator(tmp_path_factory: pytest.TempPathFactory) -> Generator:
-    return load_generator(tmp_path_factory.getbasetemp() / "generator-home")
 
 
 def test_gguf_is_converted_once_into_the_models_cache(generator: Generator) -> None:

@@ -11,14 +11,14 @@ from rag.answer.guided import guided_generate
 from rag.attribute.attribution import attribute
 from rag.attribute.detector import Detector, pool
 from rag.generate.generator import Generator
-from tests.test_generate import generator, make_sources  # noqa: F401 (the session fixture)
+from tests.factories import make_sources
 
 pytestmark = pytest.mark.slow
 
 QUESTION = "Where was coffee first cultivated?"
 
 
-def test_one_candidate_is_greedy_decoding(generator: Generator) -> None:  # noqa: F811
+def test_one_candidate_is_greedy_decoding(generator: Generator) -> None:
     sources = make_sources()
     greedy = generator.generate(QUESTION, sources)
     pieces: list[str] = []
@@ -32,7 +32,7 @@ def test_one_candidate_is_greedy_decoding(generator: Generator) -> None:  # noqa
     assert "".join(pieces) == guided.text
 
 
-def test_the_kept_path_carries_its_own_attention(generator: Generator) -> None:  # noqa: F811
+def test_the_kept_path_carries_its_own_attention(generator: Generator) -> None:
     sources = make_sources()
     detector = Detector.baseline()
     greedy = generator.generate(QUESTION, sources)
@@ -58,6 +58,6 @@ def test_the_kept_path_carries_its_own_attention(generator: Generator) -> None: 
     assert attribution.hallucination.risk == pytest.approx(detector.risk(pool(guided)))
 
 
-def test_bad_candidate_counts_are_refused(generator: Generator) -> None:  # noqa: F811
+def test_bad_candidate_counts_are_refused(generator: Generator) -> None:
     with pytest.raises(ValueError, match="candidates"):
         guided_generate(generator, Detector.baseline(), QUESTION, make_sources(), candidates=0)

@@ -25,7 +25,7 @@ from rag.generate.kvcache import (
     shift_keys,
 )
 from tests.conftest import MODELS_CACHE
-from tests.test_generate import TOPICS, load_generator, make_sources
+from tests.factories import TOPICS, make_sources
 
 
 def unit(n_tokens: int, layers: int = 2) -> KV:
@@ -180,9 +180,10 @@ def test_shifting_rotated_keys_equals_rotating_at_the_new_position() -> None:
 
 
 @pytest.fixture(scope="module")
-def parallel(tmp_path_factory: pytest.TempPathFactory) -> Generator:
-    full = load_generator(tmp_path_factory.getbasetemp() / "generator-home")
-    return Generator(full.model, full.tokenizer, name=full.name, max_new_tokens=24, prefill="parallel")
+def parallel(generator: Generator) -> Generator:
+    """The session's generator's model and tokenizer, prefilling chunks in parallel."""
+    return Generator(generator.model, generator.tokenizer, name=generator.name, max_new_tokens=24,
+                     prefill="parallel")
 
 
 @pytest.mark.slow

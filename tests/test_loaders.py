@@ -17,19 +17,10 @@ from pypdf.errors import DependencyError
 from rag.parse.formats import SUPPORTED_SUFFIXES, load
 from rag.types import LoadedDocument, LoadError
 from tests import docfactory as df
+from tests.checks import check_sections
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "samples"
-
-
-def check_sections(doc: LoadedDocument) -> None:
-    """The contract chunking relies on: sorted, disjoint, in bounds, each span its own trimmed text."""
-    previous_end = 0
-    for s in doc.sections:
-        assert previous_end <= s.start < s.end <= len(doc.text), s
-        span = doc.text[s.start : s.end]
-        assert span == span.strip(), f"section {s} has surrounding whitespace"
-        previous_end = s.end
 
 
 def section_texts(doc: LoadedDocument) -> list[str]:

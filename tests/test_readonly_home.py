@@ -25,9 +25,8 @@ from rag.resources import resolve_model_path
 from rag.storage.engine import alembic_config, make_engine, transaction
 from rag.storage.orm import AnswerRecord
 from tests.conftest import MODELS_CACHE, SMALL_GENERATOR
-from tests.procs import cli_env, rag_command, serving
-from tests.test_cli_errors import one_error_line
-from tests.test_report import make_answer
+from tests.factories import make_answer
+from tests.procs import cli_env, one_error_line, rag_command, serving
 
 pytestmark = pytest.mark.slow  # spawns the CLI; most tests load the embedder, two the generator
 

@@ -23,7 +23,8 @@ import pytest
 
 from rag.report.html import render_html
 from rag.report.view import format_ms, format_share, risk_hue, risk_level
-from rag.types import Answer, Evidence, Hallucination, HeldBack, SentenceAttribution, Source, Timings
+from rag.types import Answer, Evidence, HeldBack, Source
+from tests.factories import LEAVE, make_answer
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = next(
@@ -44,64 +45,6 @@ def chromium() -> str:
         _missing("no chromium on PATH (apt-get install chromium)")
     assert CHROMIUM is not None
     return CHROMIUM
-
-LEAVE = (
-    "Annual leave\n\nEvery employee is entitled to 25 days of paid annual leave per calendar year. "
-    "Employees who join during the year receive a pro-rated allowance.\n\n"
-    "Carry-over. Up to 5 unused days may be carried over into the next calendar year."
-)
-FAQ = "Q: Can I sell unused leave?\nA: No. Unused leave is not paid out, except when you leave the company."
-ONBOARDING = "Your first week: collect your laptop from IT on day one and finish the security training."
-
-
-def make_answer(question: str = "How many vacation days do new employees get?", **chunk: str) -> Answer:
-    """Three sources, three sentences; the third is made up and flagged."""
-    texts = {"leave": LEAVE, "faq": FAQ, "onboarding": ONBOARDING, **chunk}
-    text = (
-        "New employees get 25 days of paid annual leave per year [1]. "
-        "Up to 5 unused days can be carried over [1, 2]. "
-        "Unused days are paid out every March [3]."
-    )
-    bounds = [
-        (0, text.index(" Up")),
-        (text.index("Up"), text.index(" Unused")),
-        (text.index("Unused"), len(text)),
-    ]
-    rows = [
-        ({101: 0.8, 205: 0.15, 311: 0.05}, 0.72, 0.07, False),
-        ({101: 0.55, 205: 0.4, 311: 0.05}, 0.61, 0.31, False),
-        ({101: 0.2, 205: 0.2, 311: 0.6}, 0.18, 0.86, True),
-    ]
-    sentences = [
-        SentenceAttribution(text[s:e], s, e, support, lookback, risk, flagged)
-        for (s, e), (support, lookback, risk, flagged) in zip(bounds, rows, strict=True)
-    ]
-
-    def source(
-        rank: int, chunk_id: int, path: str, title: str, body: str, score: float, mass: float
-    ) -> Source:
-        return Source(rank, chunk_id, chunk_id // 10, path, title, body, 0, len(body), score, mass, "md")
-
-    return Answer(
-        id="a1b2c3",
-        question=question,
-        answer=text,
-        created_at="2025-03-14T09:26:53+00:00",
-        model={"generator": "SmolLM2-135M-Instruct", "embedder": "all-MiniLM-L6-v2", "decoding": "greedy"},
-        sources=[
-            # out of rank order on purpose: cards (and [n]) follow rank
-            source(2, 205, "hr/faq/benefits-faq.pdf", "Benefits FAQ", texts["faq"], 0.74, 0.29),
-            source(1, 101, "handbook/leave-policy.md", "Leave policy", texts["leave"], 0.81, 0.57),
-            source(3, 311, "eng/onboarding.md", "Onboarding", texts["onboarding"], 0.39, 0.14),
-        ],
-        sentences=sentences,
-        hallucination=Hallucination(risk=0.86, flagged=True, method="lookback-lens", threshold=0.5),
-        timings=Timings(
-            retrieve_ms=14.2, prefill_ms=151.0, decode_ms=4870.5, attribute_ms=38.9, total_ms=5081.3
-        ),
-        attention_sink=0.41,
-    )
-
 
 LEAVE_AT, FAQ_AT = 1200, 40  # where the chunks start in their documents (evidence has document offsets)
 LAYERS, HEADS = 4, 3

@@ -2,9 +2,10 @@
 their next refresh, a snapshot a process still holds is never deleted, and a writer killed mid-save
 leaves CURRENT naming a complete snapshot.
 
-No model: chunks go into SQL with small stored vectors (DIM) and unique words, the way an ingest
-stores them, and into the in-memory indexes through the workspace, so that every load reconciles
-against a real SQL table. Real FAISS, real SQLite/PostgreSQL, real processes where it is about them.
+No model (tests/modelless.py): chunks go into SQL with small stored vectors (DIM) and unique words, the
+way an ingest stores them, and into the in-memory indexes through the workspace, so that every load
+reconciles against a real SQL table. Real FAISS, real SQLite/PostgreSQL, real processes where it is
+about them.
 """
 
 from __future__ import annotations
@@ -15,59 +16,16 @@ import random
 import subprocess
 import sys
 import time
-import zlib
 
-import numpy as np
 import pytest
 
 from rag.config import Settings
 from rag.index import snapshots
 from rag.index.lexical import LexicalIndex
 from rag.index.vectors import INDEX_FILE, MANIFEST_FILE, VectorIndex
-from rag.storage.engine import transaction
-from rag.storage.orm import Chunk, Document
 from rag.workspace import Workspace
 from tests.conftest import REPO
-
-DIM = 8
-
-
-def word(tag: str, ordinal: int) -> str:
-    """A word only this chunk has (letters only, so the tokenizer keeps it whole)."""
-    return "zq" + tag + "".join(chr(ord("a") + int(d)) for d in str(ordinal))
-
-
-def vector(tag: str, ordinal: int) -> np.ndarray:
-    rng = np.random.default_rng(zlib.crc32(f"{tag}/{ordinal}".encode()))  # the same in every process
-    v = rng.standard_normal(DIM).astype(np.float32)
-    return v / np.linalg.norm(v)
-
-
-def open_workspace(settings: Settings) -> Workspace:
-    ws = Workspace(settings)
-    ws.indexes.__dict__["dim"] = DIM  # no model: the stored vectors are DIM wide
-    return ws
-
-
-def add_document(ws: Workspace, tag: str, n: int) -> list[int]:
-    """One document of ``n`` chunks in SQL and in the in-memory indexes (not yet saved)."""
-    texts = [f"entry {i} of {tag}: {word(tag, i)}" for i in range(n)]
-    vectors = np.stack([vector(tag, i) for i in range(n)])
-    with ws.write_lock.held():
-        ws.indexes.vectors  # noqa: B018  (loaded first, as an ingest does, or the load would add these from SQL)
-        with transaction(ws.database.sessions) as s:
-            doc = Document(
-                path=f"/{tag}.txt", sha256=tag, size=n, mtime=0.0, mime="text/plain", doc_type="txt"
-            )
-            doc.chunks = [
-                Chunk(ordinal=i, text=t, char_start=0, char_end=len(t), token_count=4, embedding=v.tobytes())
-                for i, (t, v) in enumerate(zip(texts, vectors, strict=True))
-            ]
-            s.add(doc)
-            s.flush()
-            ids = [c.id for c in doc.chunks]
-        ws.indexes.add(np.array(ids, dtype=np.int64), vectors, texts)
-    return ids
+from tests.modelless import DIM, add_document, finds, open_workspace
 
 
 def on_disk(settings: Settings) -> list[str]:
@@ -79,15 +37,6 @@ def manifest_of(settings: Settings, name: str) -> dict[str, object]:
     path = settings.index_dir / snapshots.SNAPSHOTS_DIR / name / MANIFEST_FILE
     data: dict[str, object] = json.loads(path.read_text())
     return data
-
-
-def finds(ws: Workspace, tag: str, ordinal: int, chunk_id: int) -> tuple[bool, bool]:
-    """Whether dense search for the chunk's vector and BM25 for its word both find it first."""
-    ws.indexes.vectors  # noqa: B018  (loaded before reading: loading takes the write side)
-    with ws.indexes.reading():
-        dense = ws.indexes.vectors.search(vector(tag, ordinal), 1)
-        lexical = ws.indexes.lexical.search(word(tag, ordinal), 1)
-    return bool(dense) and dense[0][0] == chunk_id, bool(lexical) and lexical[0][0] == chunk_id
 
 
 def test_a_second_workspace_switches_whole_at_its_next_refresh(settings: Settings) -> None:
@@ -166,7 +115,7 @@ sys.path.insert(0, sys.argv[3])
 from pathlib import Path
 from rag.config import Settings
 from rag.workspace import Workspace
-from tests.test_snapshots import finds
+from tests.modelless import finds
 from sqlalchemy import select
 from rag.storage.orm import Chunk, Document
 import threading
@@ -288,7 +237,7 @@ import sys
 sys.path.insert(0, sys.argv[3])
 from pathlib import Path
 from rag.config import Settings
-from tests.test_snapshots import open_workspace
+from tests.modelless import open_workspace
 ws = open_workspace(Settings(home=Path(sys.argv[1]), database_url=sys.argv[2] or None))
 ws.indexes.vectors
 print("saving", flush=True)

@@ -36,16 +36,16 @@ import os
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
 
+from rag.evaluation.questions import squad_rows
 from rag.inputs import read_jsonl
 
-SPLITS = ("train", "val", "test")
 # ../shared/data beside the checkout, as docs/design.md says (RAG_SHARED_DATA overrides)
 SHARED_DATA = Path(os.environ.get("RAG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 HALUEVAL_VARIANTS = ("qa_one-turn_data.json", "qa_multi-turn_data.json")
@@ -250,73 +250,6 @@ def halueval_sets(folder: Path, seed: int = 0) -> dict[str, list[DetectExample]]
 
 # --------------------------------------------------------------------------------------------------
 # SQuAD-2
-
-
-def squad_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """Question rows ({id, title, paragraph_index, context, question, answers, is_impossible}) from the
-    official nested JSON format, or from JSONL: SQuAD's flat lines, or any lines of
-    ``{question, context | contexts, answers}`` (see `question_row`)."""
-    text, data = path.read_text(encoding="utf-8"), None
-    try:
-        data = None if path.suffix == ".jsonl" else json.loads(text)
-    except json.JSONDecodeError as e:
-        if e.msg != "Extra data":  # a .json file of one object per line (HaluEval's) reads as JSONL
-            raise
-    if not isinstance(data, dict) or "data" not in data:
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                yield question_row(json.loads(line), f"{path.name}:{number}")
-        return
-    for article in data["data"]:
-        for p_index, paragraph in enumerate(article["paragraphs"]):
-            for qa in paragraph["qas"]:
-                answers = qa.get("answers", [])
-                yield {
-                    "id": qa["id"],
-                    "title": article["title"],
-                    "paragraph_index": p_index,
-                    "context": paragraph["context"],
-                    "question": qa["question"],
-                    "answers": {
-                        "text": [a["text"] for a in answers],
-                        "answer_start": [a["answer_start"] for a in answers],
-                    },
-                    "is_impossible": bool(qa.get("is_impossible", not answers)),
-                }
-
-
-def question_row(line: dict[str, Any], where: str) -> dict[str, Any]:
-    """One JSONL line as a SQuAD row. Beyond SQuAD's own fields it takes a user's file: ``contexts``
-    (a list, joined into one passage) for ``context``, ``answers`` as a list of strings (or one), no
-    answers meaning unanswerable; a missing ``title`` is a digest of the context, so the train/val
-    split keeps every question about one passage on one side, and a missing ``answer_start`` is
-    where the answer first occurs in the context (-1: nowhere). HaluEval QA's ``knowledge`` and
-    ``right_answer`` stand for ``context`` and ``answers``, so its file is a second corpus of
-    answerable questions as it stands."""
-    question, context = line.get("question"), line.get("context", line.get("knowledge"))
-    if context is None and isinstance(line.get("contexts"), list):
-        context = "\n\n".join(str(c).strip() for c in line["contexts"])
-    if not isinstance(question, str) or not question.strip() or not isinstance(context, str) or \
-            not context.strip():
-        raise ValueError(f"{where}: a line needs a non-empty 'question' and 'context' (or 'contexts')")
-    answers = line.get("answers", line.get("right_answer", []))
-    if isinstance(answers, dict):
-        texts, starts = list(answers.get("text", [])), list(answers.get("answer_start", []))
-    else:
-        texts, starts = ([answers] if isinstance(answers, str) else list(answers)), []
-    texts = [str(t) for t in texts]
-    if len(starts) != len(texts):
-        starts = [context.find(t) for t in texts]
-    digest = hashlib.blake2b(context.encode("utf-8"), digest_size=6).hexdigest()
-    return {
-        "id": str(line.get("id", where)),
-        "title": str(line.get("title") or f"passage-{digest}"),
-        "paragraph_index": int(line.get("paragraph_index", 0)),
-        "context": context,
-        "question": question,
-        "answers": {"text": texts, "answer_start": starts},
-        "is_impossible": bool(line.get("is_impossible", not any(t.strip() for t in texts))),
-    }
 
 
 def squad_swap(path: Path, n: int = 600, seed: int = 0) -> list[DetectExample]:

@@ -48,12 +48,6 @@ def auroc_ci(scores: Scores, labels: Labels, n_boot: int = 1000, seed: int = 0) 
     return _boot(lambda i: auroc(np.asarray(scores)[i], np.asarray(labels)[i]), len(labels), n_boot, seed)
 
 
-def auroc_gap_ci(a: Scores, b: Scores, labels: Labels, n_boot: int = 1000, seed: int = 0) -> Interval:
-    """95% bootstrap interval of AUROC(a) - AUROC(b) on the same lines (resampled together)."""
-    a, b, y = np.asarray(a), np.asarray(b), np.asarray(labels)
-    return _boot(lambda i: auroc(a[i], y[i]) - auroc(b[i], y[i]), len(y), n_boot, seed)
-
-
 def _boot(stat: object, n: int, n_boot: int, seed: int) -> Interval:
     rng = np.random.default_rng(seed)
     values = [v for _ in range(n_boot) if np.isfinite(v := stat(rng.integers(0, n, n)))]  # type: ignore[operator]
@@ -79,11 +73,6 @@ def f1_at(scores: Scores, labels: Labels, threshold: float) -> float:
 
     pred = np.asarray(scores, dtype=np.float64) >= threshold
     return float(f1_score(np.asarray(labels, dtype=bool), pred, zero_division=0.0))
-
-
-def precision_at(scores: Scores, labels: Labels, threshold: float) -> float:
-    pred = np.asarray(scores, dtype=np.float64) >= threshold
-    return float(np.asarray(labels, dtype=bool)[pred].mean()) if pred.any() else float("nan")
 
 
 def threshold_for_precision(scores: Scores, labels: Labels, target: float = 0.7) -> float:

@@ -2,7 +2,7 @@
 pipeline.
 
 The file is SQuAD's (the official JSON or its flat JSONL) or any JSONL of ``{question, context |
-contexts, answers}`` (rag.evaluation.detect_data.question_row). A sample of questions is drawn
+contexts, answers}`` (rag.evaluation.questions.question_row). A sample of questions is drawn
 (optionally from one split: articles are split by a hash of their title, so `--split val` holds
 articles the detector never saw); their paragraphs are written one per .txt file into a temporary
 folder and ingested with `Rag.ingest` into a temporary workspace (the configured models are
@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from rag.attribute.detector import Detector
-from rag.evaluation.detect_data import split_of, squad_rows
+from rag.evaluation.detect_data import split_of
 from rag.evaluation.metrics import Estimate, abstain_level, auroc, auroc_ci, contains_answer, max_f1, share
 from rag.evaluation.own_answers import OwnAnswers, QuestionResult, own_label
+from rag.evaluation.questions import squad_rows
 from rag.text import names_only_a_source, strip_citations
 
 MAX_FALSE_ABSTENTION = 0.2  # at most this share of answerable questions is held back

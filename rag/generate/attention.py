@@ -23,7 +23,6 @@ INSTRUCTION = 1  # the system instruction (the cached prefix, less the sink)
 QUESTION = 2  # the question and the template around it (role markers, "Sources:", "[n] title" glue)
 GENERATED = 3  # the answer's own tokens so far
 FIRST_CHUNK = 4
-SEGMENT_NAMES = ("sink", "instruction", "question", "generated")
 
 ATTENTION = "sightline"  # the attention implementation our models are loaded with (registered below)
 EAGER_ATTENTION = "sightline-eager"  # the same masses, every row's weights computed: the reference

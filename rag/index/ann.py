@@ -138,10 +138,6 @@ def describe_index(index: faiss.Index) -> dict[str, Any]:
     ).to_manifest()
 
 
-def needs_training(index: faiss.Index) -> bool:
-    return not index.is_trained
-
-
 def train_index(index: faiss.Index, vectors: np.ndarray, seed: int = 0) -> None:
     """Train an IVF index's centroids on a sample of ``vectors`` (a no-op for Flat)."""
     ivf = _as_ivf(index)
