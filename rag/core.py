@@ -16,7 +16,7 @@ from rag.config import Settings
 from rag.index.embedder_record import check_embedder
 from rag.ingest.records import IngestSummary, ProgressFn
 from rag.ingest.sync import Ingestor
-from rag.inputs import MAX_ANSWER_CHARS, check_text, unclean, valid_id
+from rag.inputs import MAX_ANSWER_CHARS, check_mode, check_text, unclean, valid_id
 from rag.retrieve.retriever import Filters, Retriever
 from rag.storage.queries import (
     AnswerSummary,
@@ -73,7 +73,8 @@ class Rag:
     ) -> list[Source]:
         """Retrieval only; ``mode`` is dense, lexical or hybrid (default: settings.retrieval_mode)."""
         check_text(query, "the query")
-        return self.retriever.run(query, k or self.settings.top_k, filters, mode).sources
+        checked_mode = check_mode(mode)
+        return self.retriever.run(query, k or self.settings.top_k, filters, checked_mode).sources
 
     # answering ---------------------------------------------------------------------------------------
     @property
@@ -114,11 +115,12 @@ class Rag:
         the database is read-only (``workspace.database.stores_answers``). ``guided``: Lookback Lens
         guided decoding (rag.answer.guided); None takes settings.guided."""
         question = check_text(question, "the question").strip()
+        checked_mode = check_mode(mode)
         check_embedder(self.workspace.database)  # before the generator loads: retrieval refuses after it
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question)
         t0 = time.perf_counter()
-        found = self.retriever.run(question, k or self.settings.top_k, filters, mode)
+        found = self.retriever.run(question, k or self.settings.top_k, filters, checked_mode)
         retrieve_ms = (time.perf_counter() - t0) * 1000
         sources = found.focused(self.settings.context_score_ratio)
         if on_sources:

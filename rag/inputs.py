@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from rag.types import BadInput
+from rag.types import RETRIEVAL_MODES, BadInput, RetrievalMode
 
 T = TypeVar("T")
 _SHOWN_PROBLEMS = 5  # of one line's; then "(N more)"
@@ -62,6 +62,17 @@ def check_text(value: str, what: str, max_chars: int = MAX_QUESTION_CHARS) -> st
     if problem:
         raise BadInput(f"{what} {problem}")
     return value
+
+
+def check_mode(mode: str | None) -> RetrievalMode | None:
+    """``mode`` when it names a retrieval mode, None when it is not given (the settings' mode then
+    applies); BadInput otherwise."""
+    if not mode:
+        return None
+    for known in RETRIEVAL_MODES:
+        if mode == known:
+            return known
+    raise BadInput(f"unknown retrieval mode {mode!r}; choose from {', '.join(RETRIEVAL_MODES)}")
 
 
 def valid_id(value: int) -> bool:

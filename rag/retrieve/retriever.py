@@ -15,7 +15,7 @@ from rag.index.embedder_record import check_embedder
 from rag.retrieve.fusion import candidate_depth, fuse_hybrid
 from rag.storage.database import Database
 from rag.storage.queries import chunk_vectors, filtered_chunk_ids, sources_for
-from rag.types import RETRIEVAL_MODES, BadInput, Source
+from rag.types import RETRIEVAL_MODES, RetrievalMode, Source
 
 if TYPE_CHECKING:
     from rag.embed.embedder import Embedder
@@ -51,10 +51,12 @@ class Retriever:
         self.indexes = indexes
         self.embedder = embedder
 
-    def run(self, query: str, k: int, filters: Filters | None = None, mode: str | None = None) -> Retrieval:
+    def run(
+        self, query: str, k: int, filters: Filters | None = None, mode: RetrievalMode | None = None
+    ) -> Retrieval:
+        """The top ``k`` sources for ``query``, which its caller has checked (``Rag``, the library's
+        edge, with rag.inputs)."""
         mode = mode or self.settings.retrieval_mode
-        if mode not in MODES:
-            raise BadInput(f"unknown retrieval mode {mode!r}; choose from {', '.join(MODES)}")
         filters = filters or Filters()
         check_embedder(self.database)  # every mode compares the query with stored vectors (relevance)
         vector = self.embedder.encode([query])[0]
