@@ -43,8 +43,9 @@ class Rag:
 
     @cached_property
     def retriever(self) -> Retriever:
+        """Retrieval; each verb checks the embedder (check_embedder) before it first touches this, which
+        loads the embedder, so that a mismatch is refused without loading it."""
         ws = self.workspace
-        check_embedder(ws.database)  # before the model loads: a mismatch is refused without it
         return Retriever(self.settings, ws.database, ws.indexes, ws.embedder)
 
     def ingest(
@@ -74,6 +75,7 @@ class Rag:
         """Retrieval only; ``mode`` is dense, lexical or hybrid (default: settings.retrieval_mode)."""
         check_text(query, "the query")
         checked_mode = check_mode(mode)
+        check_embedder(self.workspace.database)  # once per question, before any vector is used
         return self.retriever.run(query, k or self.settings.top_k, filters, checked_mode).sources
 
     # answering ---------------------------------------------------------------------------------------
@@ -116,7 +118,7 @@ class Rag:
         guided decoding (rag.answer.guided); None takes settings.guided."""
         question = check_text(question, "the question").strip()
         checked_mode = check_mode(mode)
-        check_embedder(self.workspace.database)  # before the generator loads: retrieval refuses after it
+        check_embedder(self.workspace.database)  # once per question: before the generator loads
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question)
         t0 = time.perf_counter()
@@ -149,6 +151,7 @@ class Rag:
         elif context is not None and context.strip():
             sources = [Source.from_context(context)]
         else:
+            check_embedder(self.workspace.database)
             sources = self.retriever.run(question, self.settings.top_k).sources
             if not sources:
                 raise BadInput("no sources: give context or chunk_ids, or ingest documents first")

@@ -11,7 +11,6 @@ import numpy as np
 
 from rag.config import Settings
 from rag.index.derived import IndexSet
-from rag.index.embedder_record import check_embedder
 from rag.retrieve.fusion import candidate_depth, fuse_hybrid
 from rag.storage.database import Database
 from rag.storage.queries import chunk_vectors, filtered_chunk_ids, sources_for
@@ -45,7 +44,7 @@ class Retrieval:
 
 class Retriever:
     def __init__(self, settings: Settings, database: Database, indexes: IndexSet, embedder: Embedder) -> None:
-        """``database``: the chunks' metadata (filters, sources), and the embedder check."""
+        """``database``: the chunks' metadata (filters, sources) and stored vectors (relevance)."""
         self.settings = settings
         self.database = database
         self.indexes = indexes
@@ -55,10 +54,10 @@ class Retriever:
         self, query: str, k: int, filters: Filters | None = None, mode: RetrievalMode | None = None
     ) -> Retrieval:
         """The top ``k`` sources for ``query``, which its caller has checked (``Rag``, the library's
-        edge, with rag.inputs)."""
+        edge, with rag.inputs), as it has checked that the configured embedder made the stored vectors
+        (rag.index.embedder_record.check_embedder, once per question, before this is called)."""
         mode = mode or self.settings.retrieval_mode
         filters = filters or Filters()
-        check_embedder(self.database)  # every mode compares the query with stored vectors (relevance)
         vector = self.embedder.encode([query])[0]
         depth = candidate_depth(k) if mode == "hybrid" else k
         if mode != "lexical":
@@ -79,7 +78,7 @@ class Retriever:
             sources = sources_for(s, hits[:k])
             relevance = 0.0
             if sources:
-                # stored by this embedder (checked above), so as wide as the query's vector
+                # stored by this embedder (checked by the caller), so as wide as the query's vector
                 _, vectors = chunk_vectors(s, np.array([x.chunk_id for x in sources]), len(vector))
                 relevance = float((vectors @ vector).max())
         return Retrieval(sources, relevance)
