@@ -24,7 +24,11 @@ from rag.ingest.records import IngestSummary
 from rag.inputs import (
     MAX_ANSWER_CHARS,
     MAX_ANSWER_TOKENS,
+    MAX_CHUNK_IDS,
     MAX_CONTEXT_CHARS,
+    MAX_DOC_TYPE_CHARS,
+    MAX_K,
+    MAX_PATH_CHARS,
     MAX_QUESTION_CHARS,
     MAX_QUESTION_TOKENS,
     MAX_SQL_INT,
@@ -35,9 +39,7 @@ from rag.retrieve.retriever import Filters
 from rag.storage.queries import AnswerSummary, DocumentInfo
 from rag.types import RetrievalMode, Source
 
-MAX_K = 50
 MAX_UNKNOWN_FIELDS = 8  # past this many, one error for them all
-MAX_CHUNK_IDS = 50
 # The largest valid body is an attribute call with question, answer and context at their limits and
 # every character JSON-escaped as a surrogate pair (12 bytes): ~290 KB. Every other body holds at
 # most a question and a path prefix (~100 KB so escaped); a tighter bound keeps what one request can
@@ -106,10 +108,10 @@ class _Request(BaseModel):
 
 
 class FiltersIn(_Request):
-    path_prefix: Annotated[CleanText, StringConstraints(max_length=4096)] | None = Field(
+    path_prefix: Annotated[CleanText, StringConstraints(max_length=MAX_PATH_CHARS)] | None = Field(
         None, description="only documents whose path starts with this"
     )
-    doc_type: Annotated[CleanText, StringConstraints(max_length=16)] | None = Field(
+    doc_type: Annotated[CleanText, StringConstraints(max_length=MAX_DOC_TYPE_CHARS)] | None = Field(
         None, description="only this type: pdf, md, html, ..."
     )
 

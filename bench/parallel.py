@@ -71,8 +71,8 @@ def sources_for(row: dict[str, Any], paragraphs: dict[str, list[str]], seed: int
 def measure(settings: Settings | None = None, *, n: int = 40, seed: int = 0) -> dict[str, Any]:
     settings = settings or Settings()
     full = Generator.load(settings.model_copy(update={"prefill": "full", "max_new_tokens": 48}))
-    parallel = Generator(full.model, full.tokenizer, name=full.name, max_new_tokens=48,
-                         max_context_tokens=full.prompts.max_context_tokens, prefill="parallel")
+    parallel_settings = settings.model_copy(update={"prefill": "parallel", "max_new_tokens": 48})
+    parallel = Generator(full.model, full.tokenizer, parallel_settings, name=full.name)
     detector = Detector.for_generator(full.name)
     paragraphs = paragraphs_by_article()
     rows = sample_questions(SQUAD, n, seed, split="val")
@@ -83,8 +83,7 @@ def measure(settings: Settings | None = None, *, n: int = 40, seed: int = 0) -> 
     warm_ms: list[float] = []
     disk_ms: list[float] = []
     disk_folder = Path(tempfile.mkdtemp(prefix="sightline-kv-"))
-    on_disk = Generator(full.model, full.tokenizer, name=full.name, max_new_tokens=48,
-                        max_context_tokens=full.prompts.max_context_tokens, prefill="parallel")
+    on_disk = Generator(full.model, full.tokenizer, parallel_settings, name=full.name)
 
     def fresh_cache() -> ChunkKVCache:
         """Memory empty, the disk tier's files as the last cache left them: a restarted process."""

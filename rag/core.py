@@ -15,7 +15,7 @@ from rag.config import Settings
 from rag.index.embedder_record import check_embedder
 from rag.ingest.records import IngestSummary, ProgressFn
 from rag.ingest.sync import Ingestor
-from rag.inputs import MAX_ANSWER_CHARS, check_text, unclean, valid_id
+from rag.inputs import MAX_ANSWER_CHARS, check_mode, check_text, unclean, valid_id
 from rag.retrieve.retriever import Filters, Retriever
 from rag.storage.queries import (
     AnswerSummary,
@@ -42,8 +42,9 @@ class Rag:
 
     @cached_property
     def retriever(self) -> Retriever:
+        """Retrieval; each verb checks the embedder (check_embedder) before it first touches this, which
+        loads the embedder, so that a mismatch is refused without loading it."""
         ws = self.workspace
-        check_embedder(ws.database)  # before the model loads: a mismatch is refused without it
         return Retriever(self.settings, ws.database, ws.indexes, ws.embedder)
 
     def ingest(
@@ -72,7 +73,9 @@ class Rag:
     ) -> list[Source]:
         """Retrieval only; ``mode`` is dense, lexical or hybrid (default: settings.retrieval_mode)."""
         check_text(query, "the query")
-        return self.retriever.run(query, k or self.settings.top_k, filters, mode).sources
+        checked_mode = check_mode(mode)
+        check_embedder(self.workspace.database)  # once per question, before any vector is used
+        return self.retriever.run(query, k or self.settings.top_k, filters, checked_mode).sources
 
     # answering ---------------------------------------------------------------------------------------
     @property
@@ -113,10 +116,11 @@ class Rag:
         the database is read-only (``workspace.database.stores_answers``). ``guided``: Lookback Lens
         guided decoding (rag.answer.guided); None takes settings.guided."""
         question = check_text(question, "the question").strip()
-        check_embedder(self.workspace.database)  # before the generator loads: retrieval refuses after it
+        checked_mode = check_mode(mode)
+        check_embedder(self.workspace.database)  # once per question: before the generator loads
         pipeline = self.load_generator()
         pipeline.generator.check_lengths(question)
-        found = self.retriever.run(question, k or self.settings.top_k, filters, mode)
+        found = self.retriever.run(question, k or self.settings.top_k, filters, checked_mode)
         shown = found.focused(self.settings.context_score_ratio)
         if on_sources:
             on_sources(shown.sources)
@@ -144,6 +148,7 @@ class Rag:
         elif context is not None and context.strip():
             sources = [Source.from_context(context)]
         else:
+            check_embedder(self.workspace.database)
             sources = self.retriever.run(question, self.settings.top_k).sources
             if not sources:
                 raise BadInput("no sources: give context or chunk_ids, or ingest documents first")

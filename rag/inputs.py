@@ -13,11 +13,13 @@ from typing import TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from rag.types import BadInput
+from rag.types import RETRIEVAL_MODES, BadInput, RetrievalMode
 
 T = TypeVar("T")
 _SHOWN_PROBLEMS = 5  # of one line's; then "(N more)"
 
+# Every limit on what users give sightline lives here: the CLI's options, the REST schemas, the
+# settings and the database's columns read their bounds from these.
 MAX_QUESTION_CHARS = 4000  # docs/design.md, "REST": question (and search query) 1..4000 chars
 MAX_ANSWER_CHARS = 4000  # an answer to attribute; with a question and context it stays in the model's window
 MAX_CONTEXT_CHARS = 16000  # ~4k tokens of context to attribute against
@@ -27,6 +29,13 @@ MAX_CONTEXT_CHARS = 16000  # ~4k tokens of context to attribute against
 MAX_QUESTION_TOKENS = 1024
 MAX_ANSWER_TOKENS = 1024
 MAX_SQL_INT = 2**31 - 1  # ids are SQL INTEGER columns: larger ones name nothing
+MAX_K = 50  # sources one search or ask retrieves (Settings.top_k, --k, the REST k)
+MAX_CHUNK_IDS = 50  # chunks one attribution may name
+# Column widths (rag/storage/orm.py) and what may be asked of them: a document's path, a filter by
+# path prefix; a document's type, a filter by type. Titles and headings longer than theirs are cut.
+MAX_PATH_CHARS = 4096
+MAX_DOC_TYPE_CHARS = 16
+MAX_TITLE_CHARS = 1024  # a document's title and a chunk's heading
 
 
 def unclean(value: str) -> str | None:
@@ -53,6 +62,17 @@ def check_text(value: str, what: str, max_chars: int = MAX_QUESTION_CHARS) -> st
     if problem:
         raise BadInput(f"{what} {problem}")
     return value
+
+
+def check_mode(mode: str | None) -> RetrievalMode | None:
+    """``mode`` when it names a retrieval mode, None when it is not given (the settings' mode then
+    applies); BadInput otherwise."""
+    if not mode:
+        return None
+    for known in RETRIEVAL_MODES:
+        if mode == known:
+            return known
+    raise BadInput(f"unknown retrieval mode {mode!r}; choose from {', '.join(RETRIEVAL_MODES)}")
 
 
 def valid_id(value: int) -> bool:

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +25,8 @@ from ingest.cli import ingest_command
 from rag.cli.main import app
 from rag.config import DEFAULT_EMBEDDER, Settings
 from rag.core import Rag
-from rag.index.embedder_record import EmbedderRecord, read_record
+from rag.index import embedder_record
+from rag.index.embedder_record import EmbedderMismatch, EmbedderRecord, read_record
 from rag.resources import resolve_model_path
 from rag.storage.database import Database
 from rag.storage.engine import transaction
@@ -127,6 +130,36 @@ def test_the_service_answers_503_with_the_line_and_still_lists_documents(
         assert (deleted.status_code, deleted.json()) == refused
         listed = http.get("/v1/documents")
         assert listed.status_code == 200 and len(listed.json()["documents"]) == 2
+
+
+def test_an_ask_reads_the_record_once_and_refuses_a_mismatch_before_the_generator_loads(
+    sqlite_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One read of the record per question (not one by Rag and another by its Retriever), and still
+    before the generator loads. The generator is a stand-in: what is counted happens before it."""
+    Rag(sqlite_settings).ingest([make_tree(tmp_path / "docs", FACTS)])
+    reads: list[int] = []
+
+    def counted(session: Any) -> EmbedderRecord | None:
+        reads.append(1)
+        return read_record(session)
+
+    monkeypatch.setattr(embedder_record, "read_record", counted)
+    rag = Rag(sqlite_settings)
+    rag.search(QUESTION)  # loads the index
+    stand_in = SimpleNamespace(generator=SimpleNamespace(check_lengths=lambda *_: None),
+                               run=lambda *_, **__: None)
+    monkeypatch.setattr(rag, "load_generator", lambda: stand_in)
+    for verb in (rag.search, rag.ask):
+        reads.clear()
+        verb(QUESTION)
+        assert len(reads) == 1, verb
+
+    other = Rag(sqlite_settings.model_copy(update={"embedder": OTHER}))
+    monkeypatch.setattr(other, "load_generator", lambda: pytest.fail("the generator loaded"))
+    with pytest.raises(EmbedderMismatch):
+        other.ask(QUESTION)
+    assert "retriever" not in vars(other)  # nor did the embedder
 
 
 def test_a_workspace_from_before_the_record_adopts_its_index_manifests_model(

@@ -182,13 +182,13 @@ def test_shifting_rotated_keys_equals_rotating_at_the_new_position() -> None:
 @pytest.fixture(scope="module")
 def parallel(generator: Generator) -> Generator:
     """The session's generator's model and tokenizer, prefilling chunks in parallel."""
-    return Generator(generator.model, generator.tokenizer, name=generator.name, max_new_tokens=24,
-                     prefill="parallel")
+    settings = Settings(max_new_tokens=24, prefill="parallel")
+    return Generator(generator.model, generator.tokenizer, settings, name=generator.name)
 
 
 @pytest.mark.slow
 def test_parallel_prompt_has_the_full_prompts_tokens_and_segments(parallel: Generator) -> None:
-    full = Generator(parallel.model, parallel.tokenizer, name=parallel.name)
+    full = Generator(parallel.model, parallel.tokenizer, Settings(prefill="full"), name=parallel.name)
     question, sources = "How tall is Mount Etna?", make_sources()
     a, b = full.prompts.build(question, sources), parallel.prompts.build(question, sources)
     assert b.token_ids == a.token_ids and b.segments == a.segments and b.token_chars == a.token_chars
@@ -238,8 +238,9 @@ def test_warm_cache_gives_the_cold_answer_and_full_softmaxes(parallel: Generator
 @pytest.mark.slow
 def test_a_fresh_generator_on_a_warm_disk_gives_the_cold_answer(parallel: Generator, tmp_path: Path) -> None:
     def fresh(instruction: str = parallel.prompts.instruction) -> Generator:  # what a new process builds
-        return Generator(parallel.model, parallel.tokenizer, name=parallel.name, max_new_tokens=24,
-                         prefill="parallel", instruction=instruction, kv_disk=tmp_path, kv_disk_mb=64)
+        settings = Settings(max_new_tokens=24, prefill="parallel", kv_disk_mb=64)
+        return Generator(parallel.model, parallel.tokenizer, settings, name=parallel.name,
+                         instruction=instruction, kv_disk=tmp_path)
 
     question, sources = "Where was coffee first cultivated?", make_sources()
     cold_generator = fresh()

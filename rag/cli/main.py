@@ -23,6 +23,7 @@ from rag.cli.common import (
     settings_from,
 )
 from rag.cli.eval import eval_app
+from rag.inputs import MAX_K
 
 
 def user_error(exc: Exception) -> tuple[str, int] | None:
@@ -75,7 +76,7 @@ app.add_typer(eval_app, name="eval")
 @app.command()
 def search(
     query: str,
-    k: Annotated[int, typer.Option("--k", min=1, max=50)] = 5,
+    k: Annotated[int, typer.Option("--k", min=1, max=MAX_K)] = 5,
     path_prefix: Annotated[str | None, typer.Option(help="only documents under this path")] = None,
     doc_type: Annotated[str | None, typer.Option(help="only this type: pdf, md, html, ...")] = None,
     mode: ModeOpt = None,
@@ -132,7 +133,7 @@ def answer_text(answer: Any, answer_already_shown: bool = False, stored: bool = 
 @app.command()
 def ask(
     question: str,
-    k: Annotated[int | None, typer.Option("--k", min=1, max=50, help="sources to retrieve")] = None,
+    k: Annotated[int | None, typer.Option("--k", min=1, max=MAX_K, help="sources to retrieve")] = None,
     path_prefix: Annotated[str | None, typer.Option(help="only documents under this path")] = None,
     doc_type: Annotated[str | None, typer.Option(help="only this type: pdf, md, html, ...")] = None,
     guided: Annotated[bool, typer.Option("--guided", help="guided decoding: by steps, each the least "

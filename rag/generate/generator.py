@@ -64,19 +64,17 @@ class Generator:
         self,
         model: Any,
         tokenizer: Any,
+        settings: Settings,
         *,
         name: str = "",
         instruction: str = INSTRUCTION_TEXT,
-        max_new_tokens: int = 160,
-        max_context_tokens: int = 1400,
         stop_strings: Sequence[str] | None = None,
-        prefill: str = "full",
-        kv_cache_mb: int = 256,
         kv_disk: Path | None = None,
-        kv_disk_mb: int = 0,
     ) -> None:
-        if prefill not in ("full", "parallel"):
-            raise ValueError(f"prefill is 'full' or 'parallel', not {prefill!r}")
+        """Decoding budgets and prefill from ``settings`` (max_new_tokens, max_context_tokens,
+        prefill, kv_cache_mb, kv_disk_mb); ``kv_disk``: the folder of the chunk KV's disk tier."""
+        max_new_tokens, max_context_tokens = settings.max_new_tokens, settings.max_context_tokens
+        prefill = settings.prefill
         self.prompts = PromptBuilder(tokenizer, instruction=instruction,
                                      max_context_tokens=max_context_tokens, parallel=prefill == "parallel")
         if model.config._attn_implementation != ATTENTION:
@@ -106,8 +104,8 @@ class Generator:
         prefix = self.prompts.prefix
         if prefill == "parallel" and kv_disk is not None and prefix is not None:
             folder = kv_disk / model_folder(self.name, model, prefix.token_ids)
-            disk = KVDisk.open(folder, kv_disk_mb << 20, self.device)
-        self.chunk_kv = ChunkKVCache(kv_cache_mb << 20, disk)
+            disk = KVDisk.open(folder, settings.kv_disk_mb << 20, self.device)
+        self.chunk_kv = ChunkKVCache(settings.kv_cache_mb << 20, disk)
 
     @classmethod
     def load(cls, settings: Settings | None = None) -> Generator:
@@ -116,10 +114,7 @@ class Generator:
         quantize = settings.quantize if settings.device == "cpu" else "none"
         model, tokenizer, name = load_causal_lm(settings.generator, settings.models_dir, settings.device,
                                                 quantize)
-        return cls(model, tokenizer, name=name, max_new_tokens=settings.max_new_tokens,
-                   max_context_tokens=settings.max_context_tokens, prefill=settings.prefill,
-                   kv_cache_mb=settings.kv_cache_mb, kv_disk=settings.home_dir / "kv",
-                   kv_disk_mb=settings.kv_disk_mb)
+        return cls(model, tokenizer, settings, name=name, kv_disk=settings.home_dir / "kv")
 
     def check_lengths(self, question: str, answer: str | None = None, context: str | None = None) -> None:
         """BadInput for text that would not fit the decoder's budget (`PromptBuilder.check_lengths`).

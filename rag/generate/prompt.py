@@ -76,7 +76,7 @@ class PromptBuilder:
     """Renders and tokenizes prompts for one tokenizer, instruction and context budget."""
 
     def __init__(
-        self, tokenizer: Any, *, instruction: str = INSTRUCTION_TEXT, max_context_tokens: int = 1400,
+        self, tokenizer: Any, *, instruction: str = INSTRUCTION_TEXT, max_context_tokens: int,
         parallel: bool = False,
     ) -> None:
         if not tokenizer.is_fast:

@@ -9,6 +9,7 @@ import numpy as np
 from rag.index.derived import IndexSet
 from rag.index.embedder_record import check_embedder, claim
 from rag.ingest.records import Known, Pending
+from rag.inputs import MAX_DOC_TYPE_CHARS, MAX_TITLE_CHARS
 from rag.parse.scan import ScannedFile
 from rag.storage.database import Database
 from rag.storage.engine import transaction
@@ -48,7 +49,7 @@ class DocumentStore:
             else:
                 removed = delete_chunks_of(s, doc.id)
             doc.sha256, doc.size, doc.mtime = p.sha256, p.file.size, p.file.mtime
-            doc.mime, doc.doc_type, doc.title = p.doc.mime, p.doc.doc_type, p.doc.title[:1024]
+            doc.mime, doc.doc_type, doc.title = p.doc.mime, p.doc.doc_type, p.doc.title[:MAX_TITLE_CHARS]
             doc.status, doc.error = "ok", None
             rows = [
                 Chunk(
@@ -58,7 +59,7 @@ class DocumentStore:
                     char_end=c.char_end,
                     token_count=c.token_count,
                     page=c.page,
-                    heading=c.heading[:1024] if c.heading else None,
+                    heading=c.heading[:MAX_TITLE_CHARS] if c.heading else None,
                     embedding=vectors[i].tobytes(),
                 )
                 for i, c in enumerate(p.chunks)
@@ -84,7 +85,7 @@ class DocumentStore:
                     size=f.size,
                     mtime=f.mtime,
                     mime="",
-                    doc_type=f.path.suffix.lower().lstrip(".")[:16],
+                    doc_type=f.path.suffix.lower().lstrip(".")[:MAX_DOC_TYPE_CHARS],
                 )
                 s.add(doc)
             else:

@@ -37,6 +37,7 @@ from rag.ingest.records import (
     Pending,
     ProgressFn,
 )
+from rag.inputs import MAX_PATH_CHARS
 from rag.parse.chunking import Chunker, ChunkerConfig, chunk_document
 from rag.parse.scan import ScannedFile, file_sha256, scan
 from rag.parse.worker import LoadWorker
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 _EMBED_BATCH_CHUNKS = 512  # embed several documents together: the model is fastest on big batches
 SAVE_EVERY_S = 30.0  # save the indexes during long runs so a crash loses little work
 _PREFETCH_FILES = 4  # files hashed and parsed ahead of the one being chunked (bounds memory)
-_MAX_PATH_CHARS = 4096  # documents.path is a String(4096)
 
 
 class _Abort(Exception):
@@ -387,6 +387,6 @@ def _unstorable_path(path: str) -> str | None:
     except UnicodeEncodeError:
         shown = path.encode("utf-8", "backslashreplace").decode("ascii", "replace")
         return f"file name is not valid UTF-8 ({shown!r}); rename the file to index it"
-    if len(path) > _MAX_PATH_CHARS:
-        return f"path is {len(path):,} characters long, over the {_MAX_PATH_CHARS:,} that can be stored"
+    if len(path) > MAX_PATH_CHARS:
+        return f"path is {len(path):,} characters long, over the {MAX_PATH_CHARS:,} that can be stored"
     return None

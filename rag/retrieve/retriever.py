@@ -12,11 +12,10 @@ import numpy as np
 
 from rag.config import Settings
 from rag.index.derived import IndexSet
-from rag.index.embedder_record import check_embedder
 from rag.retrieve.fusion import candidate_depth, fuse_hybrid
 from rag.storage.database import Database
 from rag.storage.queries import chunk_vectors, filtered_chunk_ids, sources_for
-from rag.types import RETRIEVAL_MODES, BadInput, Source
+from rag.types import RETRIEVAL_MODES, RetrievalMode, Source
 
 if TYPE_CHECKING:
     from rag.embed.embedder import Embedder
@@ -50,19 +49,21 @@ class Retrieval:
 
 class Retriever:
     def __init__(self, settings: Settings, database: Database, indexes: IndexSet, embedder: Embedder) -> None:
-        """``database``: the chunks' metadata (filters, sources), and the embedder check."""
+        """``database``: the chunks' metadata (filters, sources) and stored vectors (relevance)."""
         self.settings = settings
         self.database = database
         self.indexes = indexes
         self.embedder = embedder
 
-    def run(self, query: str, k: int, filters: Filters | None = None, mode: str | None = None) -> Retrieval:
+    def run(
+        self, query: str, k: int, filters: Filters | None = None, mode: RetrievalMode | None = None
+    ) -> Retrieval:
+        """The top ``k`` sources for ``query``, which its caller has checked (``Rag``, the library's
+        edge, with rag.inputs), as it has checked that the configured embedder made the stored vectors
+        (rag.index.embedder_record.check_embedder, once per question, before this is called)."""
         t0 = time.perf_counter()
         mode = mode or self.settings.retrieval_mode
-        if mode not in MODES:
-            raise BadInput(f"unknown retrieval mode {mode!r}; choose from {', '.join(MODES)}")
         filters = filters or Filters()
-        check_embedder(self.database)  # every mode compares the query with stored vectors (relevance)
         vector = self.embedder.encode([query])[0]
         depth = candidate_depth(k) if mode == "hybrid" else k
         if mode != "lexical":
@@ -83,7 +84,7 @@ class Retriever:
             sources = sources_for(s, hits[:k])
             relevance = 0.0
             if sources:
-                # stored by this embedder (checked above), so as wide as the query's vector
+                # stored by this embedder (checked by the caller), so as wide as the query's vector
                 _, vectors = chunk_vectors(s, np.array([x.chunk_id for x in sources]), len(vector))
                 relevance = float((vectors @ vector).max())
         return Retrieval(sources, relevance, (time.perf_counter() - t0) * 1000)

@@ -19,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from rag.inputs import MAX_DOC_TYPE_CHARS, MAX_PATH_CHARS, MAX_TITLE_CHARS
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -35,13 +37,13 @@ class Document(Base):
     __tablename__ = "documents"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(String(4096), unique=True, index=True)
+    path: Mapped[str] = mapped_column(String(MAX_PATH_CHARS), unique=True, index=True)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime: Mapped[float] = mapped_column(Float)
     mime: Mapped[str] = mapped_column(String(128))
-    doc_type: Mapped[str] = mapped_column(String(16), index=True)
-    title: Mapped[str] = mapped_column(String(1024), default="")
+    doc_type: Mapped[str] = mapped_column(String(MAX_DOC_TYPE_CHARS), index=True)
+    title: Mapped[str] = mapped_column(String(MAX_TITLE_CHARS), default="")
     status: Mapped[str] = mapped_column(String(16), default="ok")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -69,7 +71,7 @@ class Chunk(Base):
     char_end: Mapped[int] = mapped_column(Integer)
     token_count: Mapped[int] = mapped_column(Integer)
     page: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    heading: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    heading: Mapped[str | None] = mapped_column(String(MAX_TITLE_CHARS), nullable=True)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
 
     document: Mapped[Document] = relationship(back_populates="chunks")

@@ -24,7 +24,8 @@ from rag.types import LoadedDocument, LoadError
 
 __all__ = ["SUPPORTED_SUFFIXES", "load"]
 
-_MAX_TITLE_CHARS = 200  # documents.title is a String(1024); a "title" longer than this is prose
+# a "title" longer than this is prose (documents.title would hold rag.inputs.MAX_TITLE_CHARS)
+_MAX_TITLE_CHARS = 200
 
 
 def load(path: Path) -> LoadedDocument:
