@@ -1,4 +1,5 @@
-"""Dependencies the routes declare: the parts of the app they use, and the bearer scheme for OpenAPI.
+"""Dependencies the routes declare: the parts of the app they use, a database session, and the bearer
+scheme for OpenAPI.
 
 What one app holds (its ``Rag``, executors, readiness and metrics) is built by ``api.main.create_app``
 and kept on ``app.state``: several apps may live in one process (tests), so nothing is global. What a
@@ -11,11 +12,12 @@ the shared pool for every request, so a pool held by slow work would stall even 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
+from sqlalchemy.orm import Session
 
 from api.asking import Asking
 from api.executors import Executors
@@ -61,6 +63,17 @@ async def get_write_lock(rag: RagDep) -> WriteLock:
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
 WriteLockDep = Annotated[WriteLock, Depends(get_write_lock)]
+
+
+def get_session(database: DatabaseDep) -> Iterator[Session]:
+    """Sync on purpose (opened and closed on a thread of the pool, as the sync routes that read with it
+    run): closing a session that has read hands its connection back with a round trip to the
+    database, which must never wait on the event loop."""
+    with database.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
 
 
 async def get_asking(

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import HTMLResponse
 
-from api.deps import V1, RagDep
+from api.deps import V1, RagDep, SessionDep
 from api.schemas import MAX_SQL_INT, AnswerList, error_responses
+from rag.storage.queries import answer_summaries
 from rag.types import Answer
 
 router = APIRouter(prefix=f"{V1}/answers", tags=["answers"])
@@ -22,12 +23,12 @@ MAX_PAGE = 100
 
 @router.get("", operation_id="list_answers")
 def list_answers(
-    rag: RagDep,
+    session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="answers per page")] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT, description="answers to skip")] = 0,
 ) -> AnswerList:
     """Stored answers, newest first (question, risk, time); GET /v1/answers/{id} has the whole one."""
-    page, total = rag.answers(limit, offset)
+    page, total = answer_summaries(session, limit, offset)
     return AnswerList(answers=page, total=total, limit=limit, offset=offset)
 
 

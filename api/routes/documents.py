@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, HTTPException, Path, UploadFile
 from fastapi.responses import Response
 
-from api.deps import V1, RagDep, UploadsDep
+from api.deps import V1, SessionDep, UploadsDep
 from api.schemas import MAX_SQL_INT, DocumentList, IngestSummaryOut, error_responses
-from rag.storage.queries import DocumentInfo
+from rag.storage.queries import DocumentInfo, document_infos
 
 router = APIRouter(prefix=f"{V1}/documents", tags=["documents"])
 
@@ -39,16 +39,16 @@ async def upload_documents(
 
 
 @router.get("", operation_id="list_documents")
-def list_documents(rag: RagDep) -> DocumentList:
-    return DocumentList(documents=rag.documents())
+def list_documents(session: SessionDep) -> DocumentList:
+    return DocumentList(documents=document_infos(session))
 
 
 @router.get("/{document_id}", operation_id="get_document", responses=error_responses(404))
-def get_document(document_id: DocumentId, rag: RagDep) -> DocumentInfo:
-    info = rag.document(document_id)
-    if info is None:
+def get_document(document_id: DocumentId, session: SessionDep) -> DocumentInfo:
+    found = document_infos(session, document_id)
+    if not found:
         raise HTTPException(404, f"no document with id {document_id}")
-    return info
+    return found[0]
 
 
 @router.delete(
