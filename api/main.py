@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,11 +26,14 @@ from starlette.routing import Match
 
 from api.connections import uvicorn_options
 from api.deps import V1
-from api.metrics import HttpMetrics
+from api.errors import DATABASE_RETRY_AFTER_S, ClientDisconnected, database_detail, known_failure
+from api.executors import Executors
+from api.health import Readiness, stored_counts
+from api.metrics import HttpMetrics, Metrics
 from api.middleware import ApiKeyAuth, BodyLimit
 from api.routes import api_router, health, web
 from api.schemas import MAX_ATTRIBUTE_JSON_BYTES, MAX_JSON_BYTES, error_responses
-from api.service import DATABASE_RETRY_AFTER_S, ClientDisconnected, Service, database_detail, known_failure
+from api.uploads import remove_orphans
 from rag.config import Settings
 from rag.core import Rag
 from rag.index.embedder_record import EmbedderMismatch
@@ -49,14 +53,24 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     """The service for one workspace. ``load_models=False`` skips loading the models at start-up (they
     then load on first use): for tests and tools that never ask."""
     settings = settings or Settings()
-    service = Service(Rag(settings), load_models=load_models)  # Rag opens (and migrates) the database
+    rag = Rag(settings)  # opens (and migrates) the database
+    database, write_lock = rag.workspace.database, rag.workspace.write_lock
+    metrics = Metrics(partial(stored_counts, database))
+    executors = Executors(settings)
+    readiness = Readiness(rag, metrics, database, load_models)
     upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        service.start()
+        """Leftover uploads are cleared on the writer thread, so before any new upload; the models
+        load on a decoder thread, so asks queue behind the load."""
+        executors.writing.submit(remove_orphans, settings.uploads_dir, database, write_lock)
+        if load_models:
+            executors.generation.submit(readiness.warm_up)
+        executors.stop_generating_on_signals()
         yield
-        service.close()
+        executors.close()
+        readiness.close()
 
     app = FastAPI(
         title="sightline",
@@ -66,13 +80,16 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         lifespan=lifespan,
         redirect_slashes=False,  # Starlette's redirect echoes the Host header; ours is relative (below)
         middleware=[  # outermost first
-            Middleware(HttpMetrics, metrics=service.metrics),
+            Middleware(HttpMetrics, metrics=metrics),
             Middleware(ApiKeyAuth, keys=settings.api_key_list, prefix=V1),
             Middleware(BodyLimit, upload_limit=upload_limit, json_limit=MAX_JSON_BYTES,
                        json_limits={f"{V1}/attribute": MAX_ATTRIBUTE_JSON_BYTES}),
         ],
     )
-    app.state.service = service
+    app.state.rag = rag
+    app.state.executors = executors
+    app.state.readiness = readiness
+    app.state.metrics = metrics
     _install_error_handlers(app)
     app.include_router(api_router, responses=error_responses(400, 401, 413, 422, 503))
     app.include_router(health.router)

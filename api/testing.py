@@ -69,7 +69,7 @@ class LiveServer:
         self.sock = free_socket(host)
         port = self.sock.getsockname()[1]
         self.url = f"http://{host}:{port}"
-        options = uvicorn_options(app.state.service.settings)
+        options = uvicorn_options(app.state.rag.settings)
         config = uvicorn.Config(app, log_level="warning", lifespan="on", **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

@@ -114,10 +114,10 @@ def test_a_stream_queued_behind_a_long_generation_is_kept_alive(app: FastAPI, ur
     """While every generation thread is busy (held here by a job the test ends, as a long answer would
     hold it), a queued stream sends keep-alive comments, so that a proxy's idle timeout does not cut
     it; once a thread is free it answers as any stream does."""
-    service = app.state.service
+    state = app.state
     release = threading.Event()
-    for _ in range(service.settings.batch_max):
-        service.generation.submit(release.wait)
+    for _ in range(state.rag.settings.batch_max):
+        state.executors.generation.submit(release.wait)
     try:
         # a read timeout far above PING_S: without keep-alives the stream would stay silent
         timeout = httpx.Timeout(600, read=60)

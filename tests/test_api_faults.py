@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.datastructures import State
 
 from api.main import create_app
-from api.service import Service
 from api.testing import LiveServer
 from rag.config import Settings
 from rag.storage.database import Database
@@ -141,7 +141,7 @@ def wait_for_status(client: httpx.Client, status: str, tries: int = 40) -> dict[
 
 
 QUEUE = 8  # max_queued_writes of the SQLite server below
-SERVICES: dict[Path, Service] = {}  # the SQLite server's Service, by home, to break it on purpose
+SERVICES: dict[Path, State] = {}  # the SQLite server's app state, by home, to break it on purpose
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     home = tmp_path_factory.mktemp("faults") / "home"
     settings = Settings(home=home, models_cache=MODELS_CACHE, max_queued_writes=QUEUE, max_file_chars=200_000)
     app = create_app(settings, load_models=False)
-    SERVICES[home] = app.state.service
+    SERVICES[home] = app.state
     with LiveServer(app) as base:
         note = b"# Keepers\n\nThe keeper lit the lamp at dusk and wound the clockwork.\n"
         r = httpx.post(f"{base}/v1/documents", files=[("file", ("keepers.md", note))], timeout=600)

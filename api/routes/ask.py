@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fastapi.sse import EventSourceResponse
 
-from api.deps import V1, ServiceDep
+from api.deps import V1, AskingDep
 from api.schemas import AskRequest, AttributeRequest, error_responses
 from rag.types import Answer, Attribution
 
@@ -44,22 +44,22 @@ _LINKS = {  # the stored answer, for clients and for schemathesis' stateful test
         **error_responses(503),
     },
 )
-async def ask(req: AskRequest, request: Request, service: ServiceDep) -> Response | Answer:
+async def ask(req: AskRequest, request: Request, asking: AskingDep) -> Response | Answer:
     """Answer from the documents with [n] citations, attention shares per source and flagged sentences.
     The answer is stored: GET /v1/answers/{id} returns it again."""
     if req.stream:
         # FastAPI's response class, not its generator routes: those would make the JSON answer a stream
         # too, and ping at a fixed interval; api.streaming pings every `sse_ping_s`
         return EventSourceResponse(
-            await service.ask_stream(req), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            await asking.stream(req), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
-    return await service.ask(req, request.receive)
+    return await asking.ask(req, request.receive)
 
 
 @router.post(
     "/attribute", operation_id="attribute", response_model=Attribution, responses=error_responses(503)
 )
-async def attribute(req: AttributeRequest, service: ServiceDep) -> Attribution:
+async def attribute(req: AttributeRequest, asking: AskingDep) -> Attribution:
     """Attribution of an answer written elsewhere, teacher-forced through our decoder in one pass.
     Sources: `chunk_ids`, else `context`, else what retrieval finds for the question."""
-    return await service.attribute(req)
+    return await asking.attribute(req)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Path, UploadFile
+from fastapi import APIRouter, File, HTTPException, Path, UploadFile
 from fastapi.responses import Response
 
-from api.deps import V1, ServiceDep
+from api.deps import V1, SessionDep, UploadsDep
 from api.schemas import MAX_SQL_INT, DocumentList, IngestSummaryOut, error_responses
-from rag.storage.queries import DocumentInfo
+from rag.storage.queries import DocumentInfo, document_infos
 
 router = APIRouter(prefix=f"{V1}/documents", tags=["documents"])
 
@@ -30,22 +30,25 @@ async def upload_documents(
     file: Annotated[
         list[UploadFile], File(min_length=1, description="a document to ingest; repeat the field for more")
     ],
-    service: ServiceDep,
+    uploads: UploadsDep,
 ) -> IngestSummaryOut:
     """Store the files under generated names and ingest them as `rag ingest` would; the summary says
     which document each file became. Re-uploading an unchanged file is a no-op. Uploads are ingested
     one at a time; when too many are queued, 503 with Retry-After."""
-    return await service.upload(file)
+    return await uploads.upload(file)
 
 
 @router.get("", operation_id="list_documents")
-def list_documents(service: ServiceDep) -> DocumentList:
-    return service.documents()
+def list_documents(session: SessionDep) -> DocumentList:
+    return DocumentList(documents=document_infos(session))
 
 
 @router.get("/{document_id}", operation_id="get_document", responses=error_responses(404))
-def get_document(document_id: DocumentId, service: ServiceDep) -> DocumentInfo:
-    return service.document(document_id)
+def get_document(document_id: DocumentId, session: SessionDep) -> DocumentInfo:
+    found = document_infos(session, document_id)
+    if not found:
+        raise HTTPException(404, f"no document with id {document_id}")
+    return found[0]
 
 
 @router.delete(
@@ -55,6 +58,6 @@ def get_document(document_id: DocumentId, service: ServiceDep) -> DocumentInfo:
     response_class=Response,
     responses=error_responses(404),
 )
-async def delete_document(document_id: DocumentId, service: ServiceDep) -> None:
+async def delete_document(document_id: DocumentId, uploads: UploadsDep) -> None:
     """Remove the document and its chunks from SQL and the indexes (and an uploaded file from disk)."""
-    await service.delete_document(document_id)
+    await uploads.delete(document_id)
