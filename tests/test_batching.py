@@ -106,7 +106,7 @@ def test_rag_answers_concurrent_asks_in_one_batch(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join(timeout=300)
-    batcher = cast(DecodeBatcher, pipeline.decode.__self__)  # type: ignore[attr-defined]
+    batcher = cast(DecodeBatcher, pipeline.decoder)
     assert batcher.peak_batch >= 2
     for question, answer in answers.items():  # what a lone decode of the same prompt says
         alone = pipeline.generator.generate(question, answer.sources, max_new_tokens=16).text
