@@ -39,8 +39,8 @@ def test_a_wheel_install_ingests_and_answers_from_another_folder(tmp_path: Path)
     _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)], tmp_path, env)
     (wheel,) = wheels.glob("sightline-*.whl")
     _run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], tmp_path, env)
-    detector = "detector/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.json"
-    for shipped in ("migrations/env.py", "migrations/versions", detector, "templates"):
+    detector = "attribute/detectors/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.json"
+    for shipped in ("storage/migrations/env.py", "storage/migrations/versions", detector, "report/templates"):
         assert (site / "rag" / shipped).exists(), shipped
 
     env = {**env, "PYTHONPATH": str(site), "RAG_HOME": str(elsewhere / ".sightline")}
