@@ -166,7 +166,9 @@ DecodingMode = Literal["greedy", "guided"]
 """Greedy, or guided: by steps, each the least risky of a few candidates (rag.answer.guided)."""
 
 
-class AnswerModels(TypedDict):
+class Models(TypedDict):
+    """The models behind an answer (the OpenAPI component keeps this name)."""
+
     generator: str
     embedder: str
     decoding: DecodingMode
@@ -178,7 +180,7 @@ class Answer:
     question: str
     answer: str
     created_at: str
-    model: AnswerModels
+    model: Models
     sources: list[Source]
     sentences: list[SentenceAttribution]
     hallucination: Hallucination

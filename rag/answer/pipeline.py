@@ -23,7 +23,7 @@ from rag.storage.database import Database
 from rag.storage.engine import transaction
 from rag.storage.orm import AnswerRecord
 from rag.text import names_only_a_source
-from rag.types import Answer, AnswerModels, Attribution, Evidence, Hallucination, Source, Timings
+from rag.types import Answer, Models, Attribution, Evidence, Hallucination, Source, Timings
 
 NO_SOURCES = "I can't answer that from your documents: nothing I retrieved is relevant to the question."
 NOT_GROUNDED = (
@@ -86,7 +86,7 @@ class AnswerPipeline:
         sources, relevance, retrieve_ms = retrieval.sources, retrieval.relevance, retrieval.retrieve_ms
         timings = Timings(retrieve_ms=retrieve_ms)
         guided = self.settings.guided if guided is None else guided
-        model = AnswerModels(generator=self.generator.name, embedder=self.settings.embedder_id,
+        model = Models(generator=self.generator.name, embedder=self.settings.embedder_id,
                              decoding="guided" if guided else "greedy")
         if not sources or relevance < self.settings.min_relevance:
             verdict = decide(relevance=relevance, min_relevance=self.settings.min_relevance, draft=None)
@@ -137,7 +137,7 @@ class AnswerPipeline:
         sources: list[Source],
         attribution: Attribution | None,
         timings: Timings,
-        model: AnswerModels,
+        model: Models,
         verdict: Verdict,
     ) -> Answer:
         return Answer(
