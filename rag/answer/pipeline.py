@@ -23,7 +23,7 @@ from rag.storage.database import Database
 from rag.storage.engine import transaction
 from rag.storage.orm import AnswerRecord
 from rag.text import names_only_a_source
-from rag.types import Answer, Models, Attribution, Evidence, Hallucination, Source, Timings
+from rag.types import Answer, Attribution, Evidence, Hallucination, Models, Source, Timings
 
 NO_SOURCES = "I can't answer that from your documents: nothing I retrieved is relevant to the question."
 NOT_GROUNDED = (
