@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         return self.home_dir / "index"
 
     @property
+    def calibration_dir(self) -> Path:
+        """Where `rag calibrate` keeps each generator's drafts and fitted detector."""
+        return self.home_dir / "calibration"
+
+    @property
     def models_dir(self) -> Path:
         return self.models_cache.resolve() if self.models_cache else self.home_dir / "models"
 

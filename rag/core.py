@@ -92,13 +92,22 @@ class Rag:
                 from rag.generate.generator import Generator
 
                 generator = Generator.load(self.settings)
-                detector = Detector.for_generator(generator.name)
+                detector = Detector.for_generator(generator.name, calibrated=self.settings.calibration_dir)
                 batch = self.settings.batch_max
                 batcher = DecodeBatcher(generator, batch) if batch > 1 else None
                 database = self.workspace.database
                 self._pipeline = AnswerPipeline(self.settings, database, generator, detector, batcher)
                 self._forget_gone_chunks()  # disk units of chunks deleted while no generator was loaded
             return self._pipeline
+
+    def reload_detector(self) -> None:
+        """Read this generator's detector again (`rag calibrate` may have put one in use): the next
+        answer is scored by it."""
+        from rag.attribute.detector import Detector
+
+        if self._pipeline is not None:
+            name = self._pipeline.generator.name
+            self._pipeline.detector = Detector.for_generator(name, calibrated=self.settings.calibration_dir)
 
     def ask(
         self,

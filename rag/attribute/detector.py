@@ -112,6 +112,11 @@ def generator_slug(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", base)
 
 
+def calibrated_path(calibration_dir: Path, generator: str) -> Path:
+    """Where `rag calibrate` writes a generator's detector in a workspace."""
+    return calibration_dir / generator_slug(generator) / "detector.json"
+
+
 @dataclass
 class Detector:
     """Risk in [0, 1] from `Pooled` features; `flagged` means risk >= threshold."""
@@ -138,8 +143,16 @@ class Detector:
         return cls(**json.loads(path.read_text()))
 
     @classmethod
-    def for_generator(cls, name: str, directory: Path | None = None) -> Detector:
-        """The detector shipped for this generator; the untrained baseline when none is."""
+    def for_generator(
+        cls, name: str, directory: Path | None = None, calibrated: Path | None = None
+    ) -> Detector:
+        """The workspace's own calibration for this generator where `rag calibrate` put it in use (it beat
+        the shipped detector on the workspace's held-out drafts), else the detector shipped for it; the
+        untrained baseline when neither is. ``calibrated``: the workspace's calibration folder."""
+        if calibrated is not None:
+            own = calibrated_path(calibrated, name)
+            if own.exists() and (detector := cls.load(own)).meta.get("in_use"):
+                return detector
         path = (directory or DETECTOR_DIR) / f"{generator_slug(name)}.json"
         return cls.load(path) if path.exists() else cls.baseline()
 

@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -207,12 +208,8 @@ def run_questions(
     """Ingest the sample's paragraphs into a temporary workspace and ask every question with risk
     abstention off, keeping each draft's features (saved to `save` every 20 questions, so a long run
     stopped early keeps its drafts). Returns (drafts, paragraphs, generator, detector)."""
-    from rag.answer.pipeline import declined
-    from rag.attribute.attribution import sentence_rows
-    from rag.attribute.detector import pool
     from rag.config import Settings
     from rag.core import Rag
-    from rag.generate.decoding import Generation
 
     t0 = time.perf_counter()
     say = progress or (lambda m: print(m, file=sys.stderr, flush=True))
@@ -232,39 +229,14 @@ def run_questions(
         g = pipeline.generator
         own = OwnAnswers([], [], [], g.name, (g.n_layers, g.n_heads))
         for i, row in enumerate(rows, 1):
-            q0 = time.perf_counter()
             golds = [g for g in row["answers"]["text"] if g.strip()]
             answerable = not row["is_impossible"] and bool(golds)
             top = rag.search(row["question"], k)
-            drafts: list[Generation] = []
-            answer = rag.ask(row["question"], on_generation=drafts.append)
-            # a held-back draft (one naming only a source, or an empty one) is replaced by quotes
-            said = answer.draft if answer.draft is not None else answer.answer
-            text = strip_citations(said)
-            is_declined = bool(drafts) and (
-                declined(said) or names_only_a_source(said, answer.sources, row["question"]))
-            own.results.append(
-                QuestionResult(
-                    id=str(row["id"]),
-                    title=row["title"],
-                    question=row["question"],
-                    answerable=answerable,
-                    answer=said,
-                    no_sources=not drafts,
-                    declined=is_declined,
-                    retrieved_gold=any(Path(s.path).name == paragraph_file(row) for s in top),
-                    f1=max_f1(text, golds) if answerable and drafts else 0.0,
-                    contains=answerable and bool(drafts) and contains_answer(text, golds),
-                    label=own_label(answerable, said, golds, is_declined) if drafts else None,
-                    risk=answer.hallucination.risk if drafts else None,
-                    seconds=time.perf_counter() - q0,
-                    **(_evidence_checks(answer, drafts[0], row, golds) if drafts and answerable else {}),
-                )
-            )
-            gen = drafts[0] if drafts else None
-            own.answers.append(pool(gen) if gen is not None else None)
-            own.sentences.append(
-                [pool(gen, rows_) for _, rows_ in sentence_rows(gen) if bool(rows_.any())] if gen else []
+            ask_and_record(
+                rag, own, id=str(row["id"]), title=row["title"], question=row["question"],
+                answerable=answerable, golds=golds,
+                retrieved_gold=any(Path(s.path).name == paragraph_file(row) for s in top),
+                checks=partial(_evidence_checks, row=row, golds=golds),
             )
             if save is not None and (i % 20 == 0 or i == len(rows)):
                 own.save(save)
@@ -272,8 +244,58 @@ def run_questions(
             outcome = ("no sources" if r.no_sources else "declined" if r.declined else
                        f"label {r.label} risk {r.risk:.2f}")
             say(f"[{i}/{len(rows)}] {'A' if answerable else 'U'} {outcome}  {r.seconds:.1f} s "
-                f"(total {time.perf_counter() - t0:.0f} s)  {row['question'][:50]!r} -> {text[:60]!r}")
+                f"(total {time.perf_counter() - t0:.0f} s)  {row['question'][:50]!r} -> {r.answer[:60]!r}")
         return own, summary.documents, pipeline.generator.name, pipeline.detector
+
+
+def ask_and_record(
+    rag: Any,
+    own: OwnAnswers,
+    *,
+    id: str,
+    title: str,
+    question: str,
+    answerable: bool,
+    golds: Sequence[str],
+    retrieved_gold: bool,
+    filters: Any = None,
+    checks: Callable[[Any, Any], dict[str, Any]] | None = None,
+) -> QuestionResult:
+    """Ask one question through the real pipeline and keep its draft, label and pooled features in
+    ``own``. ``checks(answer, draft)`` adds the fields an answerable, generated draft can fill."""
+    from rag.answer.pipeline import declined
+    from rag.attribute.attribution import sentence_rows
+    from rag.attribute.detector import pool
+    from rag.generate.decoding import Generation
+
+    q0 = time.perf_counter()
+    drafts: list[Generation] = []
+    answer = rag.ask(question, filters=filters, on_generation=drafts.append)
+    # a held-back draft (one naming only a source, or an empty one) is replaced by quotes
+    said = answer.draft if answer.draft is not None else answer.answer
+    text = strip_citations(said)
+    is_declined = bool(drafts) and (declined(said) or names_only_a_source(said, answer.sources, question))
+    result = QuestionResult(
+        id=id,
+        title=title,
+        question=question,
+        answerable=answerable,
+        answer=said,
+        no_sources=not drafts,
+        declined=is_declined,
+        retrieved_gold=retrieved_gold,
+        f1=max_f1(text, golds) if answerable and drafts else 0.0,
+        contains=answerable and bool(drafts) and contains_answer(text, golds),
+        label=own_label(answerable, said, golds, is_declined) if drafts else None,
+        risk=answer.hallucination.risk if drafts else None,
+        seconds=time.perf_counter() - q0,
+        **(checks(answer, drafts[0]) if checks and drafts and answerable else {}),
+    )
+    gen = drafts[0] if drafts else None
+    own.results.append(result)
+    own.answers.append(pool(gen) if gen is not None else None)
+    own.sentences.append([pool(gen, r) for _, r in sentence_rows(gen) if bool(r.any())] if gen else [])
+    return result
 
 
 def _evidence_checks(answer: Any, draft: Any, row: dict[str, Any], golds: Sequence[str]) -> dict[str, Any]:

@@ -139,21 +139,30 @@ def _calibrate(det: Detector, own: OwnAnswers, risks: dict[int, float]) -> None:
     det.abstain_risk = fitted_abstain_risk(own.results, [risks.get(i, r) for i, r in enumerate(full)])
 
 
-def train_own(
-    train_dir: Path, val_dir: Path, out: Path | None = None, progress: Callable[[str], None] | None = None,
-) -> TrainResult:
-    say = progress or (lambda m: print(m, file=sys.stderr, flush=True))
-    train, val = OwnAnswers.load(train_dir), OwnAnswers.load(val_dir)
-    generator, shape = train.generator, train.shape
-    if generator_slug(val.generator) != generator_slug(generator):
-        raise ValueError(f"TRAIN drafts are {generator}'s, VAL drafts {val.generator}'s")
-    overlap = {r.title for r in train.results} & {r.title for r in val.results}
-    if overlap:
-        raise ValueError(f"TRAIN and VAL share articles {sorted(overlap)[:3]}: use --split train / val")
+@dataclass
+class Selection:
+    """The detector chosen on TRAIN drafts (out of fold), and the untrained score, both calibrated there."""
+
+    trained: Detector
+    baseline: Detector
+    feature_set: str
+    c: float
+    n_rows: int
+    n_bad: int
+    cv_auroc: float
+    cv_baseline: float
+    cv_length: float
+    candidates: list[dict[str, Any]]
+
+
+def select_detector(train: OwnAnswers, say: Callable[[str], None]) -> Selection:
+    """Steps 1 and 2 of the module docstring: every feature set and C scored out of fold (folds grouped
+    by `QuestionResult.title`), the best refitted on all of TRAIN, thresholds set out of fold."""
+    shape = train.shape
     rows = _labelled(train)
     y = np.array([train.results[i].label for i in rows])
     if len(set(y.tolist())) < 2:
-        raise ValueError(f"{train_dir}: needs both grounded and ungrounded drafts to train on")
+        raise ValueError("needs both grounded and ungrounded drafts to train on")
     baseline = Detector.baseline()
     base_risk = train.risks(baseline)
     cv_baseline = auroc([base_risk[i] or 0.0 for i in rows], y)
@@ -177,6 +186,34 @@ def train_own(
     trained = _fit(train, rows, feature_set, c, shape)
     _calibrate(trained, train, oof)
     _calibrate(baseline, train, {i: float(base_risk[i] or 0.0) for i in rows})
+    return Selection(trained, baseline, feature_set, c, len(rows), int(y.sum()), cv_auroc, cv_baseline,
+                     cv_length, candidates)
+
+
+def calibrate_levels(det: Detector, own: OwnAnswers) -> None:
+    """Set a detector's flag threshold and abstention level on drafts it was not fitted on."""
+    rows = _labelled(own)
+    risks = own.risks(det)
+    _calibrate(det, own, {i: float(risks[i] or 0.0) for i in rows})
+
+
+def train_own(
+    train_dir: Path, val_dir: Path, out: Path | None = None, progress: Callable[[str], None] | None = None,
+) -> TrainResult:
+    say = progress or (lambda m: print(m, file=sys.stderr, flush=True))
+    train, val = OwnAnswers.load(train_dir), OwnAnswers.load(val_dir)
+    generator = train.generator
+    if generator_slug(val.generator) != generator_slug(generator):
+        raise ValueError(f"TRAIN drafts are {generator}'s, VAL drafts {val.generator}'s")
+    overlap = {r.title for r in train.results} & {r.title for r in val.results}
+    if overlap:
+        raise ValueError(f"TRAIN and VAL share articles {sorted(overlap)[:3]}: use --split train / val")
+    try:
+        sel = select_detector(train, say)
+    except ValueError as e:
+        raise ValueError(f"{train_dir}: {e}") from e
+    trained, baseline, feature_set, c = sel.trained, sel.baseline, sel.feature_set, sel.c
+    cv_auroc, cv_baseline, cv_length = sel.cv_auroc, sel.cv_baseline, sel.cv_length
     val_trained = summarise(val, trained, generator=generator, split="val")
     val_baseline = summarise(val, baseline, generator=generator, split="val")
     best_baseline = max(val_trained.length_auroc.value, val_trained.lookback_auroc.value)
@@ -186,7 +223,7 @@ def train_own(
     shipped.meta = {
         "generator": generator,
         "trained_on": f"own answers of {generator} to SQuAD-2 dev questions (rag eval squad --split train): "
-        f"{len(rows)} labelled drafts ({int(y.sum())} not grounded)" if beats else "nothing (untrained)",
+        f"{sel.n_rows} labelled drafts ({sel.n_bad} not grounded)" if beats else "nothing (untrained)",
         "labels": "rag.evaluation.own_answers.own_label: gold contained = grounded; token-F1 0 or an "
         "unanswerable question answered = not grounded",
         "chosen_by": "out-of-fold AUROC, folds grouped by article" if beats else
@@ -194,8 +231,8 @@ def train_own(
         f"or validation had under {MIN_PER_CLASS} drafts of a class",
         "feature_set": feature_set, "c": c, "cv_auroc": round(cv_auroc, 4),
         "cv_baseline_auroc": round(cv_baseline, 4), "cv_length_auroc": round(cv_length, 4),
-        "threshold_target": f"precision of flags >= {flag_precision_target(float(y.mean())):.3f}, halfway "
-        "from the base rate of bad drafts to 1, at least 0.7 (out-of-fold, TRAIN)",
+        "threshold_target": f"precision of flags >= {flag_precision_target(sel.n_bad / sel.n_rows):.3f}, "
+        "halfway from the base rate of bad drafts to 1, at least 0.7 (out-of-fold, TRAIN)",
         "abstain_target": f"false abstention <= {MAX_FALSE_ABSTENTION} (out-of-fold, TRAIN)",
         "validation": {
             "split": "val: articles never trained on (rag eval squad --split val)",
@@ -214,8 +251,8 @@ def train_own(
     shipped.save(path)
     return TrainResult(
         generator=generator, shipped="trained" if beats else "baseline", feature_set=feature_set, c=c,
-        n_train=len(rows), cv_auroc=cv_auroc, cv_baseline_auroc=cv_baseline, cv_length_auroc=cv_length,
-        threshold=shipped.threshold, abstain_risk=shipped.abstain_risk, candidates=candidates,
+        n_train=sel.n_rows, cv_auroc=cv_auroc, cv_baseline_auroc=cv_baseline, cv_length_auroc=cv_length,
+        threshold=shipped.threshold, abstain_risk=shipped.abstain_risk, candidates=sel.candidates,
         validation=report.to_dict(with_questions=False),
         validation_trained=val_trained.to_dict(with_questions=False), path=str(path), report=report,
     )

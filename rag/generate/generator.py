@@ -281,6 +281,27 @@ class Generator:
         decoding.prefill_ms = (time.perf_counter() - t0) * 1000
         return decoding, logits
 
+    @torch.inference_mode()
+    def complete(self, instruction: str, user: str, reply_start: str = "", max_new_tokens: int = 48) -> str:
+        """A plain greedy chat turn, no sources and no attention kept: for the short side tasks the
+        generator also does (writing a calibration question, rewriting a follow-up). ``reply_start``
+        is written as the reply's first words, which holds a small model to the form asked for."""
+        if self.prompts.has_template:
+            messages = [{"role": "system", "content": instruction}, {"role": "user", "content": user}]
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = f"{instruction}\n\n{user}\n"
+        text += reply_start
+        ids = self.tokenizer(text, add_special_tokens=not self.prompts.has_template,
+                             return_tensors="pt")["input_ids"].to(self.device)
+        out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                  do_sample=False, eos_token_id=sorted(self.eos_ids),
+                                  pad_token_id=self.tokenizer.pad_token_id or min(self.eos_ids))
+        reply = reply_start + self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        for stop in self.stop_strings:
+            reply = reply.split(stop)[0]
+        return reply.strip()
+
     def teacher_force(self, question: str, sources: Sequence[Source], answer_text: str) -> Generation:
         """The same attention masses for an answer written elsewhere (see `teacher_force_many`)."""
         return self.teacher_force_many(question, sources, [answer_text])[0]

@@ -27,6 +27,8 @@ MODES = RETRIEVAL_MODES
 class Filters:
     path_prefix: str | None = None
     doc_type: str | None = None
+    # chunks never retrieved: `rag calibrate` asks questions whose source is withheld
+    exclude_chunk_ids: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class Retriever:
             self.indexes.lexical  # noqa: B018
         self.indexes.refresh()
         with self.database.sessions() as s:
-            allowed = filtered_chunk_ids(s, filters.path_prefix, filters.doc_type)
+            allowed = filtered_chunk_ids(s, filters.path_prefix, filters.doc_type, filters.exclude_chunk_ids)
             with self.indexes.reading():  # an ingest in this process may be adding to the indexes
                 dense = self.indexes.vectors.search(vector, depth, allowed) if mode != "lexical" else []
                 lexical = self.indexes.lexical.search(query, depth, allowed) if mode != "dense" else []

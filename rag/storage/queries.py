@@ -69,11 +69,15 @@ def delete_chunks_of(session: Session, document_id: int) -> list[int]:
     return ids
 
 
-def filtered_chunk_ids(session: Session, path_prefix: str | None, doc_type: str | None) -> np.ndarray | None:
-    """Chunk ids allowed by the metadata filters; None when no filter is set."""
-    if not path_prefix and not doc_type:
+def filtered_chunk_ids(
+    session: Session, path_prefix: str | None, doc_type: str | None, exclude: frozenset[int] = frozenset()
+) -> np.ndarray | None:
+    """Chunk ids allowed by the metadata filters, less ``exclude``; None when no filter is set."""
+    if not path_prefix and not doc_type and not exclude:
         return None
     query = select(Chunk.id).join(Document)
+    if exclude:
+        query = query.where(Chunk.id.not_in(sorted(exclude)))
     if path_prefix:
         query = query.where(Document.path.startswith(path_prefix, autoescape=True))
     if doc_type:
