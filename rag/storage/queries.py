@@ -112,6 +112,22 @@ def sources_for(session: Session, hits: list[tuple[int, float]]) -> list[Source]
     return sources
 
 
+def mark_stale(session: Session, sources: list[Source]) -> None:
+    """Set each stored source's ``stale`` from the chunk as it is now: ``gone`` when no chunk has its id,
+    ``changed`` when the chunk's text, document or offsets differ from what the answer saw."""
+    ids = [s.chunk_id for s in sources if s.chunk_id > 0]  # 0: a context given with the question
+    now: dict[int, tuple[int, str, int, int]] = {}
+    for batch in _batches(ids):
+        query = select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.char_start, Chunk.char_end)
+        for cid, doc_id, text, start, end in session.execute(query.where(Chunk.id.in_(batch))):
+            now[cid] = (doc_id, text, start, end)
+    for src in sources:
+        if src.chunk_id > 0:
+            seen = (src.document_id, src.text, src.char_start, src.char_end)
+            current = now.get(src.chunk_id)
+            src.stale = "gone" if current is None else None if current == seen else "changed"
+
+
 def counts(session: Session) -> tuple[int, int]:
     """(documents ingested without error, chunks)."""
     docs = session.scalar(select(func.count()).select_from(Document).where(Document.status == "ok")) or 0
