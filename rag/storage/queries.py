@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from rag.storage.orm import AnswerRecord, Chunk, Document
@@ -25,13 +25,20 @@ def _batches(ids: list[int]) -> Iterator[list[int]]:
         yield ids[i : i + _IN_BATCH]
 
 
+def path_starts_with(prefix: str) -> ColumnElement[bool]:
+    """``Document.path`` begins with ``prefix``, case and all, on every database. LIKE alone differs:
+    SQLite's ignores ASCII case (``/WORK`` found ``/work/…``), PostgreSQL's does not; the LIKE stays
+    for an index to narrow by, and an exact comparison of the leading characters decides."""
+    head = func.substr(Document.path, 1, len(prefix))
+    return Document.path.startswith(prefix, autoescape=True) & (head == prefix)
+
+
 def documents_under(session: Session, root: Path) -> dict[str, Document]:
-    """Documents ingested earlier from ``root`` (a folder, or one file), by path."""
+    """Documents ingested earlier from ``root`` (a folder, or one file), by path (case-sensitive, as the
+    file system is: ingesting ``/data/Notes`` never touches ``/data/notes``)."""
     root_str = str(root)
     prefix = root_str.rstrip(os.sep) + os.sep
-    query = select(Document).where(
-        (Document.path == root_str) | Document.path.startswith(prefix, autoescape=True)
-    )
+    query = select(Document).where((Document.path == root_str) | path_starts_with(prefix))
     return {d.path: d for d in session.scalars(query)}
 
 
@@ -75,7 +82,7 @@ def filtered_chunk_ids(session: Session, path_prefix: str | None, doc_type: str 
         return None
     query = select(Chunk.id).join(Document)
     if path_prefix:
-        query = query.where(Document.path.startswith(path_prefix, autoescape=True))
+        query = query.where(path_starts_with(path_prefix))
     if doc_type:
         query = query.where(Document.doc_type == doc_type.lower().lstrip("."))
     return np.fromiter(session.scalars(query), dtype=np.int64)
