@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -103,7 +104,7 @@ class _AsciiJSONResponse(JSONResponse):
     surrogate that UTF-8 cannot encode."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def _bounded_errors(errors: Sequence[Any]) -> list[Any]:
@@ -118,7 +119,11 @@ def _bounded_errors(errors: Sequence[Any]) -> list[Any]:
 
 
 def _clipped(value: Any) -> Any:
-    """Scalars as they are; long strings cut; objects and lists only described (they may be huge)."""
+    """Scalars as they are; long strings cut; objects and lists only described (they may be huge);
+    NaN and the infinities (a JSON body's ``NaN`` or ``1e999`` parse as floats) as words, because
+    strict JSON has no way to write them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     if isinstance(value, str) and len(value) > MAX_ECHO_CHARS:
         return value[:MAX_ECHO_CHARS] + f"... ({len(value):,} characters)"
     if isinstance(value, dict):

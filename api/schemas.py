@@ -16,9 +16,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 
 from rag.ingest.records import IngestSummary
 from rag.inputs import (
@@ -32,6 +34,8 @@ from rag.inputs import (
     MAX_QUESTION_CHARS,
     MAX_QUESTION_TOKENS,
     MAX_SQL_INT,
+    NO_NUL_PATTERN,
+    TEXT_PATTERN,
     blank,
     unclean,
 )
@@ -62,16 +66,31 @@ def _not_blank(value: str) -> str:
     return value
 
 
-CleanText = Annotated[str, AfterValidator(_clean_text)]
+@dataclass(frozen=True)
+class _Pattern:
+    """States in the schema what the validators next to it check (a pydantic ``pattern`` would check
+    it again, with a less helpful message): clients and schema fuzzers see every refusal up front."""
+
+    pattern: str
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        found = handler(schema)
+        found["pattern"] = self.pattern
+        return found
+
+
+CleanText = Annotated[str, AfterValidator(_clean_text), _Pattern(NO_NUL_PATTERN)]
 Question = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_QUESTION_CHARS),
     AfterValidator(_clean_text),
     AfterValidator(_not_blank),
+    _Pattern(TEXT_PATTERN),
 ]
 _QUESTION_LIMITS = (
-    f"1 to {MAX_QUESTION_CHARS:,} characters, and for ask and attribute at most {MAX_QUESTION_TOKENS:,} "
-    "tokens of the generator's tokenizer (422 beyond either)"
+    f"1 to {MAX_QUESTION_CHARS:,} characters, some not whitespace, none NUL, and for ask and attribute "
+    f"at most {MAX_QUESTION_TOKENS:,} tokens of the generator's tokenizer (422 beyond either; tokens "
+    "cannot be stated in characters: one character may be several tokens)"
 )
 
 
@@ -120,7 +139,9 @@ class FiltersIn(_Request):
 
 
 class SearchRequest(_Request):
-    query: Question = Field(description=f"1 to {MAX_QUESTION_CHARS:,} characters")
+    query: Question = Field(
+        description=f"1 to {MAX_QUESTION_CHARS:,} characters, some not whitespace, none NUL (422 otherwise)"
+    )
     k: TopK = None
     filters: FiltersIn | None = None
     mode: RetrievalMode | None = Field(None, description="retrieval mode; default from the settings")
@@ -147,6 +168,7 @@ class AttributeRequest(_Request):
         StringConstraints(min_length=1, max_length=MAX_ANSWER_CHARS),
         AfterValidator(_clean_text),
         AfterValidator(_not_blank),
+        _Pattern(TEXT_PATTERN),
     ] = Field(
         description="an answer written elsewhere (by any LLM) to check against the sources: up to "
         f"{MAX_ANSWER_CHARS:,} characters and {MAX_ANSWER_TOKENS:,} tokens"

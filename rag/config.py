@@ -133,3 +133,19 @@ class Settings(BaseSettings):
     @property
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+
+def settings_problem(exc: Exception) -> str | None:
+    """A bad setting in one line, named as the user set it (``RAG_TOP_K='-5': Input should be greater
+    than or equal to 1``); None when ``exc`` is not ``Settings`` refusing a value."""
+    from pydantic import ValidationError
+
+    if not (isinstance(exc, ValidationError) and exc.title == Settings.__name__):
+        return None
+    parts = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        value = str(error.get("input", ""))
+        shown = value if len(value) <= 60 else value[:60] + "..."
+        parts.append(f"RAG_{field.upper()}={shown!r}: {error['msg']}" if field else error["msg"])
+    return "bad setting " + "; ".join(parts)

@@ -165,7 +165,7 @@ class Rag:
         return attribute(generation, sources, pipeline.detector)
 
     def get_answer(self, answer_id: str) -> Answer | None:
-        from rag.answer.pipeline import load_answer
+        from rag.answer.stored import load_answer
 
         return load_answer(self.workspace.database.sessions, answer_id)
 

@@ -38,6 +38,19 @@ MAX_DOC_TYPE_CHARS = 16
 MAX_TITLE_CHARS = 1024  # a document's title and a chunk's heading
 
 
+# What counts as blank: Python's whitespace and JSON Schema's (ECMA-262 \s) together, so that the
+# published pattern below and the server's check agree on every string.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+_WS_CLASS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+# The same rules as JSON Schema patterns (ECMA-262), for the REST schema: no NUL anywhere; and some
+# character that is neither NUL nor whitespace.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+TEXT_PATTERN = rf"^[^\x00]*[^\x00{_WS_CLASS}][^\x00]*$"
+
+
 def unclean(value: str) -> str | None:
     """Why ``value`` cannot be stored or encoded, or None when it can."""
     if "\x00" in value:
@@ -50,7 +63,7 @@ def unclean(value: str) -> str | None:
 
 
 def blank(value: str) -> str | None:
-    return "is empty (it must contain some non-whitespace text)" if not value.strip() else None
+    return "is empty (it must contain some non-whitespace text)" if not value.strip(WHITESPACE) else None
 
 
 def check_text(value: str, what: str, max_chars: int = MAX_QUESTION_CHARS) -> str:

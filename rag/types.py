@@ -25,6 +25,9 @@ EMBED_BACKENDS: tuple[EmbedBackend, ...] = get_args(EmbedBackend)
 AnswerKind = Literal["generated", "quotes", "refusal"]
 """An answer as generated; the verbatim evidence of a held-back draft; or no answer."""
 
+SourceState = Literal["changed", "gone"]
+"""A stored answer's source as it stands now: its chunk holds other text, or no longer exists."""
+
 HeldBack = Literal["no_sources", "risk", "names_a_source"]
 """Why an answer's draft was held back: nothing relevant retrieved (no draft written), its risk reached
 the abstention level, or it only named a source."""
@@ -88,6 +91,14 @@ class Source:
     doc_type: str = ""
     page: int | None = None
     heading: str | None = None
+    stale: Annotated[
+        SourceState | None,
+        Field(
+            description="a stored answer's source now: 'changed' (its chunk holds other text), 'gone' (its "
+            "chunk was deleted or re-ingested); null when unchanged or just retrieved. text is always "
+            "what the answer saw"
+        ),
+    ] = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -157,6 +157,7 @@ def test_search_filters(client: httpx.Client) -> None:
     assert search(client, question, filters={"doc_type": "docx"}) == []
     one = only_txt[0]["path"]
     assert all(r["path"] == one for r in search(client, question, k=5, filters={"path_prefix": one}))
+    assert search(client, question, k=5, filters={"path_prefix": one.upper()}) == []  # case-sensitive
 
 
 def test_upload_then_search_finds_it_and_a_reupload_is_unchanged(client: httpx.Client, home: Path) -> None:

@@ -136,3 +136,20 @@ def test_a_report_that_cannot_be_written_says_where_and_why(home: Path, tmp_path
         1,
         f"error: cannot write the report to {tmp_path}: is a directory",
     )
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "expected"),
+    [
+        (["docs", "list"], {"RAG_TOP_K": "-5"}, "error: bad setting RAG_TOP_K='-5': Input should be greater"),
+        (["serve"], {"RAG_MAX_UPLOAD_BYTES": "abc"}, "error: bad setting RAG_MAX_UPLOAD_BYTES='abc': "),
+        (["search", "x"], {"RAG_RETRIEVAL_MODE": "bogus"}, "error: bad setting RAG_RETRIEVAL_MODE='bogus': "),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    tmp_path: Path, command: list[str], env: dict[str, str], expected: str
+) -> None:
+    done = CliRunner().invoke(app, [*command, "--home", str(tmp_path)], env=env)
+    assert done.exit_code == 2, done.output
+    lines = done.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), done.output

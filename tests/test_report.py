@@ -242,6 +242,18 @@ def test_each_source_shows_share_as_percentage_path_score_and_text() -> None:
     assert "nomatch" in classes(nomatch)
 
 
+def test_a_source_changed_or_gone_since_the_answer_says_so_and_keeps_the_text_it_saw() -> None:
+    answer = make_answer()
+    by_rank = sorted(answer.sources, key=lambda s: s.rank)
+    by_rank[0].stale, by_rank[2].stale = "changed", "gone"
+    cards = tree(render_html(answer)).xpath(f"//article[{cls('card')}]")
+    notes = [c.xpath(f"string(.//p[{cls('stale')}])") for c in cards]
+    assert notes[0].startswith("Changed since this answer.") and "Chunk 101 now holds other text" in notes[0]
+    assert notes[1] == ""
+    assert notes[2].startswith("Gone since this answer.") and "Chunk 311 was deleted" in notes[2]
+    assert "Every employee is entitled" in cards[0].xpath(f"string(.//div[{cls('chunk')}])")
+
+
 def test_cited_span_is_marked_for_the_citing_sentence() -> None:
     doc = tree(render_html(make_answer()))
     marks = doc.xpath("//article[@id='src-1']//mark[@class='span']")

@@ -329,6 +329,21 @@ def test_a_refusal_says_why_and_keeps_the_draft_collapsed(
     shot(page, tmp_path / "refusal.png")
 
 
+def test_a_stored_answer_whose_sources_changed_or_went_says_so_on_their_cards(
+    url: str, page: Page, stored: dict[str, Any]
+) -> None:
+    answer = copy.deepcopy(stored)
+    assert answer["sources"], "the stored answer has no sources"
+    answer["sources"][0]["stale"] = "gone"
+    _serve_answer(page, answer)
+    page.goto(f"{url}/?answer={answer['id']}")
+    wait_done(page)
+    notes = page.locator("#sources .stale")
+    assert notes.count() == 1
+    said = notes.inner_text()
+    assert "Gone since this answer" in said and f"Chunk {answer['sources'][0]['chunk_id']} was" in said
+
+
 def test_the_answer_view_fits_a_phone(
     url: str, browser: Browser, stored: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -9,11 +9,17 @@ from fastapi.responses import Response
 
 from api.deps import V1, SessionDep, UploadsDep
 from api.schemas import MAX_SQL_INT, DocumentList, IngestSummaryOut, error_responses
+from rag.parse.formats import SUPPORTED_SUFFIXES
 from rag.storage.queries import DocumentInfo, document_infos
 
 router = APIRouter(prefix=f"{V1}/documents", tags=["documents"])
 
 DocumentId = Annotated[int, Path(ge=1, le=MAX_SQL_INT)]
+_FILE = (
+    "a document to ingest; repeat the field for more. Its filename must end in a supported extension, "
+    f"any case ({', '.join(sorted(SUPPORTED_SUFFIXES))}); any other name, a name without an extension "
+    "included, is refused with 415 (a JSON schema cannot constrain a part's filename)"
+)
 _UPLOADED = "$response.body#/uploaded/0/document_id"
 _LINKS = {  # the first uploaded file's document, for clients and for schemathesis' stateful tests
     "document": {"operationId": "get_document", "parameters": {"document_id": _UPLOADED}},
@@ -28,7 +34,7 @@ _LINKS = {  # the first uploaded file's document, for clients and for schemathes
 )
 async def upload_documents(
     file: Annotated[
-        list[UploadFile], File(min_length=1, description="a document to ingest; repeat the field for more")
+        list[UploadFile], File(min_length=1, description=_FILE)
     ],
     uploads: UploadsDep,
 ) -> IngestSummaryOut:

@@ -364,6 +364,7 @@ function sourceCard(src, n, pending) {
       h("span", { class: "source-doc", title: src.path }, h("strong", {}, name), folder ? h("span", { class: "folder" }, ` ${folder}`) : null),
     ),
     where.length ? h("p", { class: "where" }, where.join(" · ")) : null,
+    src.stale ? staleNote(src) : null,
     h(
       "div",
       { class: "bars" },
@@ -385,6 +386,17 @@ function sourceCard(src, n, pending) {
     h("p", { class: "meta" }, `retrieval score ${Number(src.score).toFixed(3)}${src.doc_type ? ` · ${src.doc_type}` : ""}`),
     text,
     toggle,
+  );
+}
+
+// A stored answer's source whose chunk has changed or gone since (the text shown is what the answer saw).
+function staleNote(src) {
+  const now = src.stale === "changed" ? "now holds other text" : "was deleted or re-ingested";
+  return h(
+    "p",
+    { class: "stale", role: "note", dataset: { stale: src.stale } },
+    h("strong", {}, `${src.stale === "changed" ? "Changed" : "Gone"} since this answer. `),
+    `Chunk ${src.chunk_id} ${now}; shown here is the text the answer saw.`,
   );
 }
 

@@ -9,10 +9,8 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from rag.answer.guided import guided_generate
-from rag.answer.verdict import Verdict, decide, stored_verdict
+from rag.answer.verdict import Verdict, decide
 from rag.attribute.attribution import attribute, evidence_spans
 from rag.attribute.detector import Detector
 from rag.config import Settings
@@ -172,15 +170,3 @@ class AnswerPipeline:
                     report=answer.to_dict(),
                 )
             )
-
-
-def load_answer(sessions: sessionmaker[Session], answer_id: str) -> Answer | None:
-    """A stored answer; readable without loading any model."""
-    with sessions() as s:
-        record = s.get(AnswerRecord, answer_id)
-    if record is None:
-        return None
-    answer = Answer.from_report(record.report)
-    if "held_back" not in record.report:  # stored before verdicts were kept
-        answer.held_back, answer.held_back_reason = stored_verdict(answer)
-    return answer

@@ -47,7 +47,7 @@ def decide(
 def stored_verdict(answer: Answer) -> tuple[HeldBack | None, str | None]:
     """The verdict of an answer stored before verdicts were kept, read off what it kept: a refusal
     without a draft had no relevant source; a kept draft was held back for naming a source or for its
-    risk. Only `load_answer` calls this, for reports without the field."""
+    risk. Only `load_answer` (rag.answer.stored) calls this, for reports without the field."""
     if not answer.abstained:
         return None, None
     if answer.draft is None:

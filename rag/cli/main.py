@@ -24,6 +24,7 @@ from rag.cli.common import (
     settings_from,
 )
 from rag.cli.eval import eval_app
+from rag.config import settings_problem
 from rag.inputs import MAX_K
 
 
@@ -40,6 +41,8 @@ def user_error(exc: Exception) -> tuple[str, int] | None:
 
     if isinstance(exc, BadInput):
         return str(exc), 2
+    if (bad_setting := settings_problem(exc)) is not None:
+        return bad_setting, 2
     if isinstance(exc, DatabaseUnavailable | WorkspaceBusy | ReadOnly | EmbedderMismatch):
         return str(exc), 1
     if isinstance(exc, UNAVAILABLE_ERRORS) and isinstance(exc, SQLAlchemyError):

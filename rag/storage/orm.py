@@ -30,11 +30,18 @@ class Base(DeclarativeBase):
     pass
 
 
+# Ids users see (documents, chunks = FAISS ids, ingest runs) are never handed out twice: SQLite
+# otherwise gives a new row max(id) + 1, reusing the newest deleted one (migration 0005). PostgreSQL's
+# SERIAL sequences never go back.
+NEVER_REUSED: dict[str, Any] = {"sqlite_autoincrement": True}
+
+
 class Document(Base):
     """One source file. ``status`` is ``ok`` or ``failed`` (with ``error``); failed files are retried.
     ``sha256`` is indexed: ingest asks whether a new file's content is already a document."""
 
     __tablename__ = "documents"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(String(MAX_PATH_CHARS), unique=True, index=True)
@@ -62,6 +69,7 @@ class Chunk(Base):
     vector index can be rebuilt without the model (the one ``WorkspaceMeta`` names)."""
 
     __tablename__ = "chunks"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
@@ -81,6 +89,7 @@ class IngestRun(Base):
     """One `rag ingest` (or upload) run and its counts; a run left ``running`` was interrupted."""
 
     __tablename__ = "ingest_runs"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from rag.storage.orm import AnswerRecord, Chunk, Document
@@ -25,13 +25,20 @@ def _batches(ids: list[int]) -> Iterator[list[int]]:
         yield ids[i : i + _IN_BATCH]
 
 
+def path_starts_with(prefix: str) -> ColumnElement[bool]:
+    """``Document.path`` begins with ``prefix``, case and all, on every database. LIKE alone differs:
+    SQLite's ignores ASCII case (``/WORK`` found ``/work/…``), PostgreSQL's does not; the LIKE stays
+    for an index to narrow by, and an exact comparison of the leading characters decides."""
+    head = func.substr(Document.path, 1, len(prefix))
+    return Document.path.startswith(prefix, autoescape=True) & (head == prefix)
+
+
 def documents_under(session: Session, root: Path) -> dict[str, Document]:
-    """Documents ingested earlier from ``root`` (a folder, or one file), by path."""
+    """Documents ingested earlier from ``root`` (a folder, or one file), by path (case-sensitive, as the
+    file system is: ingesting ``/data/Notes`` never touches ``/data/notes``)."""
     root_str = str(root)
     prefix = root_str.rstrip(os.sep) + os.sep
-    query = select(Document).where(
-        (Document.path == root_str) | Document.path.startswith(prefix, autoescape=True)
-    )
+    query = select(Document).where((Document.path == root_str) | path_starts_with(prefix))
     return {d.path: d for d in session.scalars(query)}
 
 
@@ -79,7 +86,7 @@ def filtered_chunk_ids(
     if exclude:
         query = query.where(Chunk.id.not_in(sorted(exclude)))
     if path_prefix:
-        query = query.where(Document.path.startswith(path_prefix, autoescape=True))
+        query = query.where(path_starts_with(path_prefix))
     if doc_type:
         query = query.where(Document.doc_type == doc_type.lower().lstrip("."))
     return np.fromiter(session.scalars(query), dtype=np.int64)
@@ -114,6 +121,22 @@ def sources_for(session: Session, hits: list[tuple[int, float]]) -> list[Source]
             )
         )
     return sources
+
+
+def mark_stale(session: Session, sources: list[Source]) -> None:
+    """Set each stored source's ``stale`` from the chunk as it is now: ``gone`` when no chunk has its id,
+    ``changed`` when the chunk's text, document or offsets differ from what the answer saw."""
+    ids = [s.chunk_id for s in sources if s.chunk_id > 0]  # 0: a context given with the question
+    now: dict[int, tuple[int, str, int, int]] = {}
+    for batch in _batches(ids):
+        query = select(Chunk.id, Chunk.document_id, Chunk.text, Chunk.char_start, Chunk.char_end)
+        for cid, doc_id, text, start, end in session.execute(query.where(Chunk.id.in_(batch))):
+            now[cid] = (doc_id, text, start, end)
+    for src in sources:
+        if src.chunk_id > 0:
+            seen = (src.document_id, src.text, src.char_start, src.char_end)
+            current = now.get(src.chunk_id)
+            src.stale = "gone" if current is None else None if current == seen else "changed"
 
 
 def counts(session: Session) -> tuple[int, int]:
