@@ -36,6 +36,7 @@ from rag.evaluation.synthetic import (
 from rag.evaluation.training import MIN_PER_CLASS, calibrate_levels, select_detector
 from rag.retrieve.retriever import Filters
 from rag.storage.orm import Chunk
+from rag.types import BadInput
 
 CHECK_SHARE = 0.25  # documents whose drafts only check the fit
 Progress = Callable[[int, int, str], None]
@@ -198,7 +199,12 @@ def run_calibration(rag: Any, questions: int, seed: int = 0, progress: Progress 
     own = collect(rag, questions, seed, progress)
     pipeline = rag.load_generator()
     shipped = Detector.for_generator(pipeline.generator.name)
-    detector, report = fit(own, shipped, say)
+    try:
+        detector, report = fit(own, shipped, say)
+    except ValueError as e:  # one class of drafts only, or none at all: nothing to fit yet
+        kept = len({r.id.split("-")[0] for r in own.results})
+        raise BadInput(f"cannot fit on {kept} questions ({e}): run again with more --questions; "
+                       "the drafts so far are kept") from e
     folder = folder_of(rag.settings.calibration_dir, own.generator)
     dropped_file = folder / "dropped.jsonl"
     report.dropped = sum(1 for _ in dropped_file.open()) if dropped_file.exists() else 0
