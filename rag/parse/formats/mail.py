@@ -105,7 +105,7 @@ def parse_eml(data: bytes, read_attachment: AttachmentReader | None = None) -> P
                 payload = attachment.get_payload(decode=True)
                 content = payload if isinstance(payload, bytes) else None
             attachments.append((name, content if shallow else None))
-    return mail_document(Mail(headers, body, attachments), read_attachment)
+        return mail_document(Mail(headers, body, attachments), read_attachment)  # attachments: one deeper
 
 
 def _header(message: EmailMessage, name: str) -> str:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 MIN_SCORE = 0.5  # recognitions below this confidence are noise (texture read as letters)
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo; bigger images are refused before they are decoded
+_MIN_SIDE = 8
 MAX_SIDE = 4096  # larger images are scaled down first: text that needs more is smaller than a scan's
 _deadline: float | None = None
 _budget_s: float | None = None
@@ -70,7 +71,13 @@ def recognise(image: Image) -> str:
     import numpy as np
 
     image = _bounded(image.convert("RGB"))
-    result, _ = _engine()(np.asarray(image), use_cls=False)
+    if min(image.size) < _MIN_SIDE:  # a line of pixels holds no text (and the detector cannot resize it)
+        return ""
+    engine = _engine()
+    try:
+        result, _ = engine(np.asarray(image), use_cls=False)
+    except Exception as e:  # the engine's own errors, e.g. its ResizeImgError
+        raise LoadError(f"OCR failed on this image ({type(e).__name__}: {e})") from e
     boxes = [(box, text) for box, text, score in result or [] if score >= MIN_SCORE and text.strip()]
     lines: list[tuple[float, float, list[tuple[float, str]]]] = []  # (top, bottom, [(left, text)])
     for box, text in sorted(boxes, key=lambda b: (min(p[1] for p in b[0]), min(p[0] for p in b[0]))):

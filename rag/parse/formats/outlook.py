@@ -30,15 +30,15 @@ def parse_msg(data: bytes, read_attachment: AttachmentReader | None = None) -> P
         raise LoadError("not an Outlook .msg file: it is not an OLE compound file")
     import olefile
 
-    with malformed("Outlook .msg"):
+    with nested() as shallow, malformed("Outlook .msg"):
         ole = olefile.OleFileIO(data)
         try:
             if not ole.exists("__properties_version1.0"):
                 raise LoadError("not an Outlook .msg file: it has no MAPI properties")
-            mail = _read(_Storage(ole, "", len(data)), top=True)
+            mail = _read(_Storage(ole, "", len(data)), top=True, shallow=shallow)
         finally:
             ole.close()
-    return mail_document(mail, read_attachment)
+        return mail_document(mail, read_attachment)  # its attachments are read one level deeper
 
 
 class _Storage:
@@ -88,7 +88,8 @@ class _Storage:
         return sorted(names)
 
 
-def _read(storage: _Storage, top: bool) -> Mail:
+def _read(storage: _Storage, top: bool, shallow: bool) -> Mail:
+    """A message's headers, body and attachments; ``shallow``: the attachments' content is read too."""
     headers_text = storage.text(_HEADERS)
     sender = storage.text(_SENDER_NAME)
     address = storage.text(_SENDER_SMTP) or storage.text(_SENDER_EMAIL)
@@ -108,18 +109,18 @@ def _read(storage: _Storage, top: bool) -> Mail:
         html = storage.binary(_HTML)
         body = html_text(html.decode("utf-8", "replace")) if html else html_text(storage.text(_HTML))
     attachments: list[tuple[str, bytes | None]] = []
-    with nested() as shallow:
-        for number, prefix in enumerate(storage.children("__attach_version1.0_"), start=1):
-            attachment = _Storage(storage.ole, prefix, storage.limit)
-            name = attachment.text(_ATTACH_LONG_NAME) or attachment.text(_ATTACH_NAME)
-            content = attachment.binary(_ATTACH_DATA) if shallow else None
-            embedded = f"{prefix}__substg1.0_3701000D/"
-            if shallow and storage.ole.exists(embedded.rstrip("/")):
-                inner = _read(_Storage(storage.ole, embedded, storage.limit), top=False)
-                name = name or inner.headers.get("Subject") or f"message {number}"
-                attachments.append((f"{name}.eml", _as_eml(inner)))
-                continue
-            attachments.append((name or f"attachment {number}", content))
+    for number, prefix in enumerate(storage.children("__attach_version1.0_"), start=1):
+        attachment = _Storage(storage.ole, prefix, storage.limit)
+        name = attachment.text(_ATTACH_LONG_NAME) or attachment.text(_ATTACH_NAME)
+        content = attachment.binary(_ATTACH_DATA) if shallow else None
+        embedded = f"{prefix}__substg1.0_3701000D/"
+        if shallow and storage.ole.exists(embedded.rstrip("/")):
+            with nested() as inner_shallow:
+                inner = _read(_Storage(storage.ole, embedded, storage.limit), False, inner_shallow)
+            name = name or inner.headers.get("Subject") or f"message {number}"
+            attachments.append((f"{name}.eml", _as_eml(inner)))
+            continue
+        attachments.append((name or f"attachment {number}", content))
     return Mail(headers, body, attachments)
 
 
