@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
 
 from rag.parse.formats.common import Builder, Parsed, malformed
 from rag.parse.formats.ocr import MAX_PIXELS, check_time, recognise
@@ -21,7 +22,8 @@ def parse_image(data: bytes) -> Parsed:
     if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
         _register_heif()
     builder = Builder()
-    with malformed("image"):
+    with malformed("image"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: the reason, if any, is the error
         try:
             image = Image.open(io.BytesIO(data))
         except Image.UnidentifiedImageError as e:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 MIN_SCORE = 0.5  # recognitions below this confidence are noise (texture read as letters)
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo; bigger images are refused before they are decoded
 _MIN_SIDE = 8
+_GROW = 0.2  # each detected box grows by this share of its height on every side before recognition
 MAX_SIDE = 4096  # larger images are scaled down first: text that needs more is smaller than a scan's
 _deadline: float | None = None
 _budget_s: float | None = None
@@ -68,19 +69,17 @@ def _engine() -> Any:
 def recognise(image: Image) -> str:
     """The text in ``image``: boxes on one line joined by spaces, lines by newlines, and a blank line
     where the gap between lines is more than a line high (a new paragraph)."""
-    import numpy as np
-
     image = _bounded(image.convert("RGB"))
     if min(image.size) < _MIN_SIDE:  # a line of pixels holds no text (and the detector cannot resize it)
         return ""
-    engine = _engine()
     try:
-        result, _ = engine(np.asarray(image), use_cls=False)
+        found = _read(image)
+    except LoadError:
+        raise
     except Exception as e:  # the engine's own errors, e.g. its ResizeImgError
         raise LoadError(f"OCR failed on this image ({type(e).__name__}: {e})") from e
-    boxes = [(box, text) for box, text, score in result or [] if score >= MIN_SCORE and text.strip()]
     lines: list[tuple[float, float, list[tuple[float, str]]]] = []  # (top, bottom, [(left, text)])
-    for box, text in sorted(boxes, key=lambda b: (min(p[1] for p in b[0]), min(p[0] for p in b[0]))):
+    for box, text in sorted(found, key=lambda b: (min(p[1] for p in b[0]), min(p[0] for p in b[0]))):
         top, bottom = min(p[1] for p in box), max(p[1] for p in box)
         left = min(p[0] for p in box)
         if lines and top < (lines[-1][0] + lines[-1][1]) / 2:  # starts above the last line's middle
@@ -93,6 +92,33 @@ def recognise(image: Image) -> str:
             out.append("")
         out.append(" ".join(text for _, text in sorted(words)))
     return "\n".join(out)
+
+
+def _read(image: Image) -> list[tuple[Any, str]]:
+    """(box, text) for each line of text found: RapidOCR's detector, then its recogniser on each box
+    grown by a fifth of its height all round. Its own pipeline crops the boxes tight, and on tight crops
+    of 11-point prose the recogniser dropped the spaces of one line in three ("wind,theseastateandevery");
+    with the margin it read a 40-line page word for word (bench ocr). Its pipeline also shrinks an image
+    to 2,000 pixels before cropping, which makes the text smaller still: here only detection is scaled."""
+    import numpy as np
+
+    engine = _engine()
+    array, _ = engine.maybe_add_letterbox(np.asarray(image), {})  # pads a strip too thin to detect in
+    boxes, _ = engine.auto_text_det(array)
+    if boxes is None or not len(boxes):
+        return []
+    height, width = array.shape[:2]
+    grown = []
+    for box in boxes:
+        margin = _GROW * (box[3][1] - box[0][1] + box[2][1] - box[1][1]) / 2
+        shifted = box + np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float32) * margin
+        grown.append(np.clip(shifted, 0, [width - 1, height - 1]).astype(np.float32))
+    recognised, _ = engine.text_rec(engine.get_crop_img_list(array, grown))
+    return [
+        (box, text)
+        for box, (text, score) in zip(boxes, recognised, strict=True)
+        if score >= MIN_SCORE and any(ch.isalnum() for ch in text)  # a lone "." is a shape (a sun), not text
+    ]
 
 
 def _bounded(image: Image) -> Image:
