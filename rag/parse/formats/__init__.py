@@ -31,11 +31,12 @@ from rag.parse.formats.pdf import parse_pdf
 from rag.parse.formats.plain import parse_txt
 from rag.parse.formats.rtf import parse_rtf
 from rag.parse.formats.sheets import parse_sheets
-from rag.parse.formats.sniff import HEAD_BYTES, sniff
+from rag.parse.formats.sniff import HEAD_BYTES, OLE_BYTES, sniff
 from rag.types import LoadedDocument, LoadError
 
 __all__ = ["SUPPORTED_SUFFIXES", "load", "sniff_file"]
 
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _MAX_TITLE_CHARS = 200  # documents.title is a String(1024); a "title" longer than this is prose
 
 
@@ -50,7 +51,7 @@ def load(path: Path) -> LoadedDocument:
         raise LoadError(f"cannot read file: {e.strerror or e}") from e
     if not data:
         raise LoadError("empty file")
-    fmt = _FORMATS.get(suffix or sniff(data[:HEAD_BYTES]) or "")
+    fmt = _FORMATS.get(suffix or _sniff(data) or "")
     if fmt is None:
         raise LoadError("unsupported file type '(no extension)': its content is not a type sightline reads")
     text, title, sections = fmt.parse(data)
@@ -64,14 +65,21 @@ def load(path: Path) -> LoadedDocument:
 def sniff_file(path: Path) -> str | None:
     """The suffix whose parser reads the file at ``path`` (which has none), from its first bytes."""
     with path.open("rb") as f:
-        found = sniff(f.read(HEAD_BYTES))
+        head = f.read(HEAD_BYTES)
+        if head.startswith(_OLE_MAGIC):  # its directory, which names its streams, may lie further in
+            head += f.read(OLE_BYTES - HEAD_BYTES)
+    found = sniff(head)
     return found if found in _FORMATS else None
+
+
+def _sniff(data: bytes) -> str | None:
+    return sniff(data[:HEAD_BYTES]) or sniff(data[:OLE_BYTES])
 
 
 def _read_attachment(name: str, data: bytes) -> Parsed:
     """A mail's attachment, by the suffix of its name or else by its content."""
     suffix = PurePosixPath(name).suffix.lower()
-    fmt = _FORMATS.get(suffix) if suffix in _FORMATS else _FORMATS.get(sniff(data[:HEAD_BYTES]) or "")
+    fmt = _FORMATS.get(suffix) if suffix in _FORMATS else _FORMATS.get(_sniff(data) or "")
     if fmt is None or not data:
         raise LoadError(f"unsupported attachment type {suffix or '(no extension)'!r}")
     return fmt.parse(data)
@@ -79,7 +87,7 @@ def _read_attachment(name: str, data: bytes) -> Parsed:
 
 def _reread(data: bytes) -> Parsed | None:
     """A '.doc' that is really RTF, HTML or DOCX (as Word saves on request), read as what it is."""
-    found = sniff(data[:HEAD_BYTES])
+    found = _sniff(data)
     return _FORMATS[found].parse(data) if found in (".rtf", ".html", ".docx", ".pptx") else None
 
 

@@ -7,6 +7,7 @@ the chapters in order) and the chapters themselves."""
 from __future__ import annotations
 
 import posixpath
+import warnings
 from urllib.parse import unquote
 
 from rag.parse.formats.common import Builder, Parsed, malformed, one_line
@@ -58,7 +59,9 @@ def parse_epub(data: bytes) -> Parsed:
             if encrypted and not chapter.lstrip().startswith(b"<"):
                 raise LoadError("DRM-protected EPUB: its chapters are encrypted")
             try:
-                text, _, sections = parse_html(chapter)
+                with warnings.catch_warnings():  # XHTML read as HTML (as browsers read it): bs4 warns
+                    warnings.simplefilter("ignore")
+                    text, _, sections = parse_html(chapter)
             except LoadError:
                 continue  # a chapter that is not text (a stray binary): the rest of the book still reads
             builder.extend(text, sections)

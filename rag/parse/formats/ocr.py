@@ -14,6 +14,7 @@ many pages it read and what limit the whole file would need, instead of being ki
 from __future__ import annotations
 
 import time
+import unicodedata
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +92,9 @@ def recognise(image: Image) -> str:
         if i and top - lines[i - 1][1] > bottom - top:
             out.append("")
         out.append(" ".join(text for _, text in sorted(words)))
-    return "\n".join(out)
+    # NFKC: the recogniser's alphabet is Chinese and English, and it writes some Latin letters in their
+    # full-width forms ("ａbｃ"), which no typed query would match
+    return unicodedata.normalize("NFKC", "\n".join(out))
 
 
 def _read(image: Image) -> list[tuple[Any, str]]:

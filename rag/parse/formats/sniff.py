@@ -1,6 +1,7 @@
 """What a file without an extension is, from its first bytes: the suffix whose parser reads it, or None.
 Magic numbers for binary formats, the stored ``mimetype`` of ODF and EPUB zips, part names for Office
-zips, header lines for mail, and valid UTF-8 without NULs for text (a ``#!`` line names its language)."""
+zips and stream names for OLE files (Outlook .msg, old Word/Excel/PowerPoint), header lines for mail,
+and valid UTF-8 without NULs for text (a ``#!`` line names its language)."""
 
 from __future__ import annotations
 
@@ -31,11 +32,20 @@ _MAIL_HEADER = re.compile(
     rb"(?:Return-Path|Received|From|To|Subject|Date|Message-ID|MIME-Version|Delivered-To|X-[\w-]+):[ \t]",
     re.IGNORECASE,
 )
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+OLE_BYTES = 4 << 20  # an OLE file's directory can be anywhere: scan reads this much of one to find it
+_OLE_STREAMS = (  # stream names, as UTF-16 in the directory, that say what an OLE file holds
+    ("__substg1.0_".encode("utf-16-le"), ".msg"),
+    ("WordDocument".encode("utf-16-le"), ".doc"),
+    ("PowerPoint Document".encode("utf-16-le"), ".ppt"),
+    ("Workbook".encode("utf-16-le"), ".xls"),
+)
 _SHEBANGS = (("python", ".py"), ("node", ".js"), ("bash", ".sh"), ("/sh", ".sh"), ("zsh", ".sh"))
 
 
 def sniff(head: bytes) -> str | None:
-    """The suffix for a file that starts with ``head`` (its first `HEAD_BYTES`), or None."""
+    """The suffix for a file that starts with ``head`` (its first `HEAD_BYTES`, or `OLE_BYTES` of an OLE
+    file), or None."""
     for magic, suffix in _MAGIC:
         if head.startswith(magic):
             return suffix if suffix != ".bmp" or len(head) > 26 else None
@@ -45,6 +55,8 @@ def sniff(head: bytes) -> str | None:
         return ".heic"
     if head.startswith(b"PK\x03\x04"):
         return _zip_suffix(head)
+    if head.startswith(_OLE_MAGIC):
+        return next((suffix for name, suffix in _OLE_STREAMS if name in head), None)
     return _text_suffix(head)
 
 
