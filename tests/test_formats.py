@@ -5,6 +5,7 @@ ending in a reason within the caps. OCR is in tests/test_ocr.py (it takes second
 from __future__ import annotations
 
 import re
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -225,7 +226,16 @@ def test_mail_nested_deeper_than_the_cap_lists_the_innermost_by_name(tmp_path: P
         data = ff.eml_bytes(f"Level {level}", f"Body {level}.", [(f"level{level + 1}.eml", data)])
     doc = load(df.make_tree(tmp_path, {"outer.eml": data}) / "outer.eml")
     assert "Body 3." in doc.text and "level5.eml" in doc.text and "Innermost body." not in doc.text
-    assert mail._depth == 0  # the depth counter unwinds
+    assert mail._depth.get() == 0  # the depth counter unwinds
+
+
+def _msg_claiming_a_huge_body() -> bytes:
+    """A .msg whose directory says its 18-byte body is 2 GB long: what a bomb of this uncompressed
+    container can do."""
+    data = bytearray(ff.msg_bytes("Subject", "Body text", "A", "B"))
+    entry = data.index("__substg1.0_1000001F".encode("utf-16-le"))
+    struct.pack_into("<I", data, entry + 120, 0x7FFFFFF0)  # the directory entry's stream size
+    return bytes(data)
 
 
 @pytest.mark.parametrize(
@@ -233,6 +243,7 @@ def test_mail_nested_deeper_than_the_cap_lists_the_innermost_by_name(tmp_path: P
     [
         ("cut.msg", ff.msg_bytes("S", "B", "A", "B")[:1500], "damaged or truncated Outlook .msg file"),
         ("plain.msg", b"not a compound file at all", "not an Outlook .msg file"),
+        ("huge.msg", _msg_claiming_a_huge_body(), "stream '__substg1.0_1000001F' is larger than the file"),
         ("noise.eml", bytes(range(256)) * 4, "not an e-mail message"),
         ("old.doc", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600), "soffice --headless --convert-to docx"),
         ("old.ppt", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600), "--convert-to pptx FILE.ppt"),

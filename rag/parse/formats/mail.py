@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ AttachmentReader = Callable[[str, bytes], Parsed]
 MAX_DEPTH = 3  # a mail attached to a mail attached to a mail: deeper ones are listed by name only
 MAX_ATTACHMENTS = 200
 _HEADERS = ("From", "To", "Cc", "Date", "Subject")
-_depth = 0
+_depth: ContextVar[int] = ContextVar("mail_depth", default=0)  # per thread: load() may run in several
 
 
 @dataclass
@@ -45,12 +46,11 @@ class Mail:
 @contextmanager
 def nested() -> Iterator[bool]:
     """True while this mail is shallow enough that its attachments are read."""
-    global _depth
-    _depth += 1
+    token = _depth.set(_depth.get() + 1)
     try:
-        yield _depth <= MAX_DEPTH
+        yield _depth.get() <= MAX_DEPTH
     finally:
-        _depth -= 1
+        _depth.reset(token)
 
 
 def mail_document(mail: Mail, read_attachment: AttachmentReader | None) -> Parsed:
