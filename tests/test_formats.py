@@ -238,6 +238,21 @@ def _msg_claiming_a_huge_body() -> bytes:
     return bytes(data)
 
 
+def _xls_whose_chain_loops(tmp_path: Path) -> bytes:
+    """A real .xls whose first sector's FAT entry points back at itself: calamine followed that chain
+    until the machine ran out of memory."""
+    data = bytearray(ff.make_xls(tmp_path / "loop.xls", {"S": [["a"], ["b"]]}).read_bytes())
+    fat_sector = struct.unpack_from("<I", data, 76)[0]  # the header's first DIFAT entry
+    struct.pack_into("<I", data, 512 + fat_sector * 512, 0)  # FAT[0] = 0
+    return bytes(data)
+
+
+def test_an_xls_whose_sector_chain_loops_is_refused_before_calamine_reads_it(tmp_path: Path) -> None:
+    path = df.make_tree(tmp_path, {"loop.xls": _xls_whose_chain_loops(tmp_path)}) / "loop.xls"
+    with pytest.raises(LoadError, match="damaged XLS file: its sector chains run in a loop"):
+        load(path)
+
+
 @pytest.mark.parametrize(
     ("name", "data", "reason"),
     [

@@ -41,6 +41,8 @@ def parse_sheets(data: bytes, kind: str) -> Parsed:
             )
     elif kind != "XLS" and data.startswith(_OLE_MAGIC):
         raise LoadError(f"password-protected {kind} file: save it without a password to index it")
+    elif data.startswith(_OLE_MAGIC):
+        _check_ole_chains(data, kind)
     from python_calamine import CalamineWorkbook, PasswordError
 
     builder = Builder()
@@ -96,6 +98,41 @@ def _column_letters(index: int) -> str:
         index, rest = divmod(index - 1, 26)
         name = chr(ord("A") + rest) + name
     return name
+
+
+def _check_ole_chains(data: bytes, kind: str) -> None:
+    """Refuse an OLE file (.xls) whose sector chains loop: calamine follows a chain to its end without a
+    bound, and on a damaged .xls whose chain came back on itself it grew one list until the machine ran
+    out of memory (24 GB, where no address-space cap stood in its way). olefile reads the tables."""
+    import olefile
+
+    with malformed(kind):
+        ole = olefile.OleFileIO(data)
+        try:
+            ole.loadminifat()
+            tables = [("sector", list(ole.fat)), ("mini-sector", list(ole.minifat))]
+        finally:
+            ole.close()
+    for name, table in tables:
+        if _has_cycle(table):
+            raise LoadError(f"damaged {kind} file: its {name} chains run in a loop")
+
+
+def _has_cycle(table: list[int]) -> bool:
+    """Whether following ``table[i]`` from some sector comes back to a sector already on that path
+    (values past the table's end end a chain: ENDOFCHAIN, FREESECT and the like)."""
+    state = bytearray(len(table))  # 0: not seen, 1: on the path being followed, 2: ends
+    for start in range(len(table)):
+        path, sector = [], start
+        while 0 <= sector < len(table) and state[sector] == 0:
+            state[sector] = 1
+            path.append(sector)
+            sector = table[sector]
+        if 0 <= sector < len(table) and state[sector] == 1:
+            return True
+        for visited in path:
+            state[visited] = 2
+    return False
 
 
 def _xlsx_extent(archive: zipfile.ZipFile, kind: str) -> int:
