@@ -1,6 +1,6 @@
 """`python -m bench [NAME ...]` (or `rag bench`): run benchmarks, print a table each, write JSON to
 bench/results/. Names: ingest, decode, prefill, parallel, batching, retrieve, quantize, encoder, load,
-guided; none given runs all but load and guided (load needs a running server's worth of time, guided
+guided, ocr; none given runs all but load and guided (load needs a running server's worth of time, guided
 decodes every question twice; both are run by name). Options after the names (``python -m bench
 ingest --ray``) go to each named bench's ``main``. When more than one bench ran, a last table gathers
 every row that has a target, so one run's goals read in one place (also bench/results/summary.json)."""
@@ -13,7 +13,7 @@ import sys
 
 from bench.common import REPORTED, RESULTS, machine, print_table
 
-DEFAULT = ["ingest", "decode", "prefill", "parallel", "batching", "retrieve", "quantize", "encoder"]
+DEFAULT = ["ingest", "decode", "prefill", "parallel", "batching", "retrieve", "quantize", "encoder", "ocr"]
 ALL = [*DEFAULT, "load", "guided"]
 
 

@@ -57,8 +57,8 @@ def ingest_command(
         return
     typer.echo(
         f"added {summary.added}, updated {summary.updated}, unchanged {summary.unchanged}, "
-        f"deleted {summary.deleted}, failed {len(summary.failed)}, duplicate {len(summary.duplicates)} "
-        f"in {summary.seconds:.1f}s; "
+        f"deleted {summary.deleted}, failed {len(summary.failed)}, duplicate {len(summary.duplicates)}, "
+        f"skipped {summary.skipped.get('unsupported', 0)} of unsupported types in {summary.seconds:.1f}s; "
         f"{summary.documents} documents, {summary.chunks} chunks in the workspace"
     )
     for f in summary.failed:

@@ -212,6 +212,34 @@ def make_document(path: Path, text: str) -> Path:
         return make_json(path, {"text": text})
     if suffix == ".jsonl":
         return make_jsonl(path, [{"text": text}])
+    return _make_other(path, suffix, text)
+
+
+def _make_other(path: Path, suffix: str, text: str) -> Path:
+    """The types issue 31 added (tests/formatfactory.py); anything else is written as plain text."""
+    from tests import formatfactory as ff
+
+    rows = [["text"], [text]]
+    makers: dict[str, Any] = {
+        ".xlsx": lambda: ff.make_xlsx(path, {"Sheet1": rows}),
+        ".xlsm": lambda: ff.make_xlsx(path, {"Sheet1": rows}),
+        ".xls": lambda: ff.make_xls(path, {"Sheet1": rows}),
+        ".ods": lambda: ff.make_ods(path, {"Sheet1": rows}),
+        ".tsv": lambda: make_csv(path, rows, delimiter="\t"),
+        ".odt": lambda: ff.make_odt(path, [("p", text)]),
+        ".odp": lambda: ff.make_odp(path, [("Slide", text)]),
+        ".epub": lambda: ff.make_epub(path, [("Chapter", text)]),
+        ".rtf": lambda: ff.make_rtf(path, [text]),
+        ".doc": lambda: ff.make_rtf(path, [text]),  # Word's "Rich Text (*.doc)": read as the RTF it is
+        ".ppt": lambda: make_pptx(path, [("Slide", text)]),  # a PPTX misnamed .ppt: read as what it is
+        ".eml": lambda: ff.make_eml(path, "Note", text),
+        ".msg": lambda: ff.make_msg(path, "Note", text),
+        ".org": lambda: ff.make_org(path, "Note", [("Heading", text)]),
+    }
+    if suffix in makers:
+        return makers[suffix]()
+    if suffix in ff.IMAGE_SUFFIXES:
+        return ff.make_image(path, [text])
     return make_text(path, text + "\n")
 
 

@@ -17,6 +17,7 @@ from pypdf.errors import DependencyError
 from rag.parse.formats import SUPPORTED_SUFFIXES, load
 from rag.types import LoadedDocument, LoadError
 from tests import docfactory as df
+from tests import formatfactory as ff
 from tests.checks import check_sections
 
 REPO = Path(__file__).resolve().parents[1]
@@ -354,7 +355,10 @@ def _mkdir(path: Path) -> Path:
 
 FAILURES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "unknown type": (lambda d: df.make_text(d / "slides.key", "x"), "unsupported file type '.key'"),
-    "no extension": (lambda d: df.make_text(d / "README", "x"), "unsupported file type '(no extension)'"),
+    "no extension, unknown content": (
+        lambda d: _write(d / "firmware", b"\x7fELF" + bytes(range(256))),
+        "unsupported file type '(no extension)': its content is not a type sightline reads",
+    ),
     "zero bytes": (lambda d: df.make_empty(d / "empty.pdf"), "empty file"),
     "only whitespace": (lambda d: df.make_text(d / "blank.md", " \n\t\n\r\n"), "empty file"),
     "header-only csv": (lambda d: df.make_csv(d / "h.csv", [["a", "b"]]), "empty file"),
@@ -395,7 +399,13 @@ def test_pdf_needing_missing_crypto_library_says_so(tmp_path: Path, monkeypatch:
         load(path)
 
 
-@pytest.mark.parametrize("suffix", sorted(SUPPORTED_SUFFIXES))
+@pytest.mark.parametrize(
+    "suffix",
+    [  # images go through OCR, a second or more each: they run in the slow lane
+        pytest.param(s, marks=pytest.mark.slow) if s in ff.IMAGE_SUFFIXES else s
+        for s in sorted(SUPPORTED_SUFFIXES - ff.UNWRITABLE)
+    ],
+)
 def test_docfactory_makes_a_loadable_document_of_every_type(tmp_path: Path, suffix: str) -> None:
     doc = load(df.make_document(tmp_path / f"doc{suffix}", "Lindesnes, 1655"))
     assert "Lindesnes, 1655" in doc.text

@@ -28,8 +28,8 @@ def tree(tmp_path: Path) -> Path:
             "b.md": "# B",
             "a.txt": "a",
             "a-b.txt": "a-b",
-            "script.py": "print()",
-            "image.png": b"\x89PNG",
+            "tool.exe": b"MZ\x90\x00",
+            "song.mp3": b"ID3\x04",
             "guide/intro.md": "# Intro",
             "guide/draft-ideas.md": "# Draft",
             "guide/deep/notes.rst": "Notes\n=====",
@@ -90,7 +90,7 @@ def test_scanned_file_is_frozen(tree: Path) -> None:
         ),
         (["[ab].*"], [], ["a.txt", "b.md"]),
         (["[!ab]*.md"], [], ["drafts/wip.md", "guide/draft-ideas.md", "guide/intro.md"]),
-        (["script.py"], [], []),  # include cannot bring in a type the loaders don't know
+        (["tool.exe"], [], []),  # include cannot bring in a type the loaders don't know
     ],
 )
 def test_include_exclude(tree: Path, include: list[str], exclude: list[str], expected: list[str]) -> None:
@@ -104,7 +104,7 @@ def test_hidden_names_skipped_unless_asked(tree: Path) -> None:
 
 
 def test_a_file_root_is_always_yielded(tree: Path) -> None:
-    for name in ["script.py", ".secret.md", "b.md"]:
+    for name in ["tool.exe", ".secret.md", "b.md"]:
         [found] = scan([tree / name], exclude=["*"])
         resolved = (tree / name).resolve()
         assert (found.path, found.root, found.error) == (resolved, resolved, None)

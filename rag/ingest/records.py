@@ -46,6 +46,13 @@ class IngestSummary:
         list[Duplicate],
         Field(description="files not ingested: their content (sha256) is already a document at another path"),
     ] = field(default_factory=list)
+    skipped: Annotated[
+        dict[str, int],
+        Field(description='files not read, by why: {"unsupported": n} for types sightline does not read'),
+    ] = field(default_factory=dict)
+    unsupported: Annotated[
+        list[str], Field(description="the files of a type sightline does not read (counted in skipped)")
+    ] = field(default_factory=list)
     documents: int = 0
     chunks: int = 0
     seconds: float = 0.0

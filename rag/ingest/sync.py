@@ -106,7 +106,11 @@ class Ingestor:
             with transaction(self.database.sessions) as s:
                 run = IngestRun(roots=[str(r) for r in roots])
                 s.add(run)
-            files = list(scan(roots, include or [], exclude or []))
+            unsupported: list[Path] = []
+            files = list(scan(roots, include or [], exclude or [], unsupported=unsupported))
+            if unsupported:
+                summary.skipped["unsupported"] = len(unsupported)
+                summary.unsupported = [str(p) for p in unsupported]
             self._in_run = {str(f.path) for f in files}
             self._embedder_claimed = False
             known = self._delete_vanished(roots, {str(f.path) for f in files}, summary)

@@ -5,9 +5,11 @@ Choices worth knowing:
 - Globs match the file's real path relative to its root (``/`` separated) *or* its name, so ``*.md``
   finds Markdown at any depth. ``*`` and ``?`` stay within one folder; ``**`` crosses folders (``docs/**``,
   ``**/draft-*``). Excluding a folder excludes everything in it, and it is not entered at all.
-- Hidden names (a leading '.') are skipped unless ``hidden=True``; files with a suffix the loaders
-  don't know are ignored, not reported. A file named directly as a root is always yielded: the user
-  asked for it, so a wrong type is for the loader to report.
+- Hidden names (a leading '.') are skipped unless ``hidden=True``. Files of a type the loaders don't
+  read are not yielded but put in ``unsupported`` when the caller passes a list (ingest counts them); a
+  file without a suffix is yielded when its first bytes say what it is (`sniff_file`). A file named
+  directly as a root is always yielded: the user asked for it, so a wrong type is for the loader to
+  report.
 - A symlink is followed only when its target stays inside the root, and then it is as if the target
   had been reached directly (same path, same filters). Each folder is entered once, so symlink loops
   end, and each file is yielded once, under its resolved path, even when roots overlap.
@@ -25,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.parse.formats import SUPPORTED_SUFFIXES
+from rag.parse.formats import SUPPORTED_SUFFIXES, sniff_file
 
 _HASH_BLOCK = 1 << 20
 
@@ -50,15 +52,17 @@ def scan(
     exclude: Sequence[str] = (),
     *,
     hidden: bool = False,
+    unsupported: list[Path] | None = None,
 ) -> Iterator[ScannedFile]:
     """Files under ``roots`` (folders or single files): roots in the given order, each root's files
-    sorted by path. Raises FileNotFoundError now, not when iterated, if a root does not exist."""
+    sorted by path. Raises FileNotFoundError now, not when iterated, if a root does not exist. Files
+    the include/exclude globs let through but no loader reads are appended to ``unsupported``."""
     resolved = []
     for root in roots:
         if not root.exists():
             raise FileNotFoundError(f"no such file or folder: {root}")
         resolved.append(root.resolve())
-    walker = _Walker(_compile(include), _compile(exclude), hidden)
+    walker = _Walker(_compile(include), _compile(exclude), hidden, unsupported)
     return (found for root in resolved for found in sorted(walker.walk(root), key=lambda f: f.path))
 
 
@@ -125,10 +129,17 @@ class _Walker:
     """Depth-first walk with an explicit stack (deep trees can't exhaust recursion), remembering the
     folders entered and files yielded across all roots of one scan."""
 
-    def __init__(self, include: list[re.Pattern[str]], exclude: list[re.Pattern[str]], hidden: bool) -> None:
+    def __init__(
+        self,
+        include: list[re.Pattern[str]],
+        exclude: list[re.Pattern[str]],
+        hidden: bool,
+        unsupported: list[Path] | None,
+    ) -> None:
         self._include = include
         self._exclude = exclude
         self._hidden = hidden
+        self._unsupported = unsupported
         self._dirs_seen: set[tuple[int, int]] = set()
         self._files_seen: set[Path] = set()
 
@@ -187,11 +198,21 @@ class _Walker:
         return target if target.is_relative_to(root) else None
 
     def _wanted(self, path: Path, rel: str) -> bool:
-        return (
-            path.suffix.lower() in SUPPORTED_SUFFIXES
-            and (not self._include or _matches(rel, self._include))
-            and not _excluded(rel, self._exclude)
-        )
+        if (self._include and not _matches(rel, self._include)) or _excluded(rel, self._exclude):
+            return False
+        suffix = path.suffix.lower()
+        if suffix in SUPPORTED_SUFFIXES:
+            return True
+        if not suffix:
+            try:
+                if sniff_file(path) is not None:
+                    return True
+            except OSError:
+                return True  # unreadable: _emit reports why
+        if self._unsupported is not None and path not in self._files_seen:
+            self._files_seen.add(path)
+            self._unsupported.append(path)
+        return False
 
     def _emit(self, path: Path, root: Path, st: os.stat_result | None = None) -> Iterator[ScannedFile]:
         """Yield ``path`` once per scan, with ``error`` set when it is not a regular readable file."""

@@ -52,7 +52,7 @@ class LoadWorker:
         self._discard()
         request_r, request_w = os.pipe()
         reply_r, reply_w = os.pipe()
-        limits = [str(self.memory_limit or 0), str(self.max_chars or 0)]
+        limits = [str(self.memory_limit or 0), str(self.max_chars or 0), str(self.timeout_s)]
         args = [sys.executable, "-m", "rag.parse.worker", str(request_r), str(reply_w), *limits]
         try:
             self._proc = subprocess.Popen(
@@ -175,8 +175,12 @@ def too_long(chars: int, limit: int) -> str:
     )
 
 
-def _serve(requests: Connection, replies: Connection, memory_limit: int, max_chars: int) -> None:
-    """The worker's loop: one reply per request until the parent closes the request pipe."""
+def _serve(
+    requests: Connection, replies: Connection, memory_limit: int, max_chars: int, timeout_s: float = 0.0
+) -> None:
+    """The worker's loop: one reply per request until the parent closes the request pipe. OCR, which
+    can take minutes on a long scan, is given a little less than ``timeout_s`` per file, so that it
+    stops and says how far it got before the parent kills the worker (rag.parse.formats.ocr)."""
     import logging
 
     _die_with_parent()
@@ -188,6 +192,7 @@ def _serve(requests: Connection, replies: Connection, memory_limit: int, max_cha
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # the reason reaches the user as a LoadError
 
     from rag.parse.formats import load
+    from rag.parse.formats.ocr import set_budget
 
     replies.send(("ready", os.getpid()))
     while True:
@@ -196,6 +201,7 @@ def _serve(requests: Connection, replies: Connection, memory_limit: int, max_cha
         except (EOFError, OSError):
             return
         reply: tuple[str, Any]
+        set_budget(timeout_s * 0.9 - 0.5 if timeout_s > 0 else None)
         try:
             doc = load(Path(path))
             over = 0 < max_chars < len(doc.text)
@@ -219,4 +225,5 @@ if __name__ == "__main__":
         Connection(int(sys.argv[2]), readable=False),
         int(sys.argv[3]) if len(sys.argv) > 3 else 0,
         int(sys.argv[4]) if len(sys.argv) > 4 else 0,
+        float(sys.argv[5]) if len(sys.argv) > 5 else 0.0,
     )

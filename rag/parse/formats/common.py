@@ -106,6 +106,23 @@ class Builder:
         self._length += len(block)
         self._end = self._length
 
+    def extend(self, text: str, sections: list[Section], label: str | None = None) -> None:
+        """Add another parser's normalised text as one block, keeping its sections (shifted to where
+        the block lands). With ``label``, every part of it is in a section whose heading starts with
+        the label (``label › heading``), so a chunk of an embedded document names the document."""
+        self._close()
+        if not text or normalise(text) != text:  # not a parser's output: its offsets cannot be trusted
+            self.add(text)
+            return
+        self.add(text)
+        offset = self._end - len(text)
+        spans = [(s.start, s.end, s.page, s.heading) for s in sections]
+        if label is not None:
+            spans = _labelled(text, spans, label)
+        self._sections.extend(
+            Section(start + offset, end + offset, page, heading) for start, end, page, heading in spans
+        )
+
     def _close(self) -> None:
         if self._open is not None and self._start is not None:
             page, heading = self._open
@@ -115,3 +132,22 @@ class Builder:
     def build(self) -> tuple[str, list[Section]]:
         self._close()
         return "".join(self._parts), self._sections
+
+
+_Span = tuple[int, int, int | None, str | None]
+
+
+def _labelled(text: str, spans: list[_Span], label: str) -> list[_Span]:
+    """``spans`` with ``label`` before each heading, and the text between them in sections of their own
+    headed by the label alone (trimmed of surrounding whitespace, as every section is)."""
+    out: list[_Span] = []
+    position = 0
+    for start, end, page, heading in [*spans, (len(text), len(text), None, None)]:
+        gap = text[position:start]
+        if gap.strip():
+            lead = len(gap) - len(gap.lstrip())
+            out.append((position + lead, position + len(gap.rstrip()), None, label))
+        if end > start:
+            out.append((start, end, page, f"{label} › {heading}" if heading else label))
+        position = end
+    return out

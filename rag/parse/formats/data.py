@@ -13,25 +13,34 @@ from rag.types import LoadError
 _CSV_DELIMITERS = (",", ";", "\t", "|")
 
 
-def parse_csv(data: bytes) -> Parsed:
-    """Each row as 'header: value; header: value' (empty cells left out). The first row is the header,
-    and the delimiter is whichever of , ; tab | it uses most (csv.Sniffer guesses wrong on ragged rows)."""
+def parse_csv(data: bytes, delimiter: str | None = None) -> Parsed:
+    """Each row as `row_line` writes it. The first row is the header, and the delimiter is whichever
+    of , ; tab | it uses most (csv.Sniffer guesses wrong on ragged rows)."""
     text = decode(data)
-    first_line = next((line for line in text.splitlines() if line.strip()), "")
-    delimiter = max(_CSV_DELIMITERS, key=first_line.count)  # ties go to the first: ','
+    if delimiter is None:
+        first_line = next((line for line in text.splitlines() if line.strip()), "")
+        delimiter = max(_CSV_DELIMITERS, key=first_line.count)  # ties go to the first: ','
     with malformed("CSV"):
         rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         header = [one_line(h) for h in next(rows, [])]
-        lines = []
-        for row in rows:
-            pairs = [
-                f"{header[i] if i < len(header) and header[i] else f'column {i + 1}'}: {one_line(value)}"
-                for i, value in enumerate(row)
-                if value.strip()
-            ]
-            if pairs:
-                lines.append("; ".join(pairs))
+        lines = [line for row in rows if (line := row_line(header, row))]
     return normalise("\n".join(lines)), None, []
+
+
+def parse_tsv(data: bytes) -> Parsed:
+    """Tab-separated values: CSV's rows with the delimiter fixed (a sniffed one could be ',' in prose)."""
+    return parse_csv(data, "\t")
+
+
+def row_line(header: list[str], row: list[str]) -> str:
+    """A row as 'header: value; header: value', empty cells left out: every row names its columns, so
+    every chunk of a table carries its header (chunks are verbatim slices of the text, so the header
+    cannot be added to them afterwards). Shared by CSV and spreadsheets."""
+    return "; ".join(
+        f"{header[i] if i < len(header) and header[i] else f'column {i + 1}'}: {one_line(value)}"
+        for i, value in enumerate(row)
+        if value.strip()
+    )
 
 
 def parse_json(data: bytes) -> Parsed:

@@ -1,5 +1,6 @@
-"""Lightweight markup: Markdown (headings found by markdown-it-py's CommonMark parser) and
-reStructuredText (titles found by their adornment lines). Sections run from a heading to the next."""
+"""Lightweight markup: Markdown (headings found by markdown-it-py's CommonMark parser),
+reStructuredText (titles found by their adornment lines) and Org (headlines found by their stars).
+Sections run from a heading to the next."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 _FRONT_MATTER = re.compile(r"\A---\n(.*?)\n(?:---|\.\.\.)(?:\n|\Z)", re.DOTALL)
 _FRONT_MATTER_TITLE = re.compile(r"^title:(.*)$", re.MULTILINE)  # stripped after: no backtracking
 _RST_ADORNMENT = re.compile(r"^([!-/:-@\[-`{-~])\1+[ \t]*$")
+_ORG_HEADLINE = re.compile(r"^\*+[ \t]+(.*)$", re.MULTILINE)
+_ORG_TAGS = re.compile(r":[\w@#%:]+:")
+_ORG_TITLE = re.compile(r"^#\+title:(.*)$", re.MULTILINE | re.IGNORECASE)
 
 
 def parse_markdown(data: bytes) -> Parsed:
@@ -77,6 +81,29 @@ def parse_rst(data: bytes) -> Parsed:
         elif not above and not line[0].isspace():
             heads.append((pos, title))
     return text, heads[0][1] if heads else None, _heading_sections(text, heads)
+
+
+def parse_org(data: bytes) -> Parsed:
+    """Org mode: each headline (a line of stars, a space, its text) opens a section headed by its
+    text without trailing ``:tags:``; ``#+TITLE:`` is the title. Org has no parser on PyPI that keeps
+    offsets, and its headlines are one regular expression."""
+    text = normalise(decode(data))
+    heads = [
+        (found.start(), heading)
+        for found in _ORG_HEADLINE.finditer(text)
+        if (heading := _org_heading(found.group(1)))
+    ]
+    title = _ORG_TITLE.search(text)
+    return text, title.group(1).strip() if title else None, _heading_sections(text, heads)
+
+
+def _org_heading(line: str) -> str:
+    """The headline's text without its trailing ``:tag1:tag2:`` (split, not a regex over the whole
+    line: a line of a million spaces and colons must not backtrack)."""
+    words = one_line(line).split(" ")
+    if len(words) > 1 and _ORG_TAGS.fullmatch(words[-1]):
+        words.pop()
+    return " ".join(words)
 
 
 def _lines(text: str) -> list[tuple[int, str]]:

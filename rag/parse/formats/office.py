@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rag.parse.formats.common import Builder, Parsed, malformed, one_line
+from rag.parse.formats.containers import check_zip
 from rag.types import LoadError
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ def _refuse_ole(data: bytes, kind: str) -> None:
 def parse_docx(data: bytes) -> Parsed:
     """Body paragraphs and tables in order; 'Title' and 'Heading N' paragraphs open sections."""
     _refuse_ole(data, "DOCX")
+    check_zip(data, "DOCX")
     builder = Builder()
     first_heading = None
     with malformed("DOCX"):
@@ -68,6 +70,7 @@ def parse_pptx(data: bytes) -> Parsed:
     """A section per slide (page = slide number, heading = slide title): title, other shapes' text
     (groups and tables included), then the speaker notes."""
     _refuse_ole(data, "PPTX")
+    check_zip(data, "PPTX")
     builder = Builder()
     first_title = None
     with malformed("PPTX"):
