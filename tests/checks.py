@@ -13,3 +13,8 @@ def check_sections(doc: LoadedDocument) -> None:
         span = doc.text[s.start : s.end]
         assert span == span.strip(), f"section {s} has surrounding whitespace"
         previous_end = s.end
+
+
+def section_texts(doc: LoadedDocument) -> list[str]:
+    """Each section's text, in order."""
+    return [doc.text[s.start : s.end] for s in doc.sections]

@@ -17,7 +17,7 @@ from rag.parse.scan import scan
 from rag.types import LoadError
 from tests import docfactory as df
 from tests import formatfactory as ff
-from tests.test_loaders import check_sections, section_texts
+from tests.checks import check_sections, section_texts
 
 INNER_DOCX_TEXT = "The Bishop Rock light was first lit in 1858."
 

@@ -18,14 +18,10 @@ from rag.parse.formats import SUPPORTED_SUFFIXES, load
 from rag.types import LoadedDocument, LoadError
 from tests import docfactory as df
 from tests import formatfactory as ff
-from tests.checks import check_sections
+from tests.checks import check_sections, section_texts
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "samples"
-
-
-def section_texts(doc: LoadedDocument) -> list[str]:
-    return [doc.text[s.start : s.end] for s in doc.sections]
 
 
 def flat(text: str) -> str:
