@@ -1,5 +1,5 @@
 """Real files of every supported type, written into a folder, for tests (loaders, scan, ingest sync,
-crash recovery). ``data/build_samples.py`` builds the committed sample corpus with these same writers,
+crash recovery). ``scripts/build_samples.py`` builds the committed sample corpus with these same writers,
 so there is one PDF writer and one DOCX writer in the repository.
 
 No PDF library that writes is a dependency, so :func:`pdf_bytes` writes a small but valid PDF by hand:

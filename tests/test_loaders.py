@@ -467,11 +467,11 @@ def test_pdf_probes_are_on_their_page() -> None:
 
 
 def test_committed_binary_samples_match_the_build_script(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("build_samples", REPO / "data" / "build_samples.py")
+    spec = importlib.util.spec_from_file_location("build_samples", REPO / "scripts" / "build_samples.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for built in module.build(tmp_path):
         assert built.read_bytes() == (SAMPLES / built.name).read_bytes(), (
-            f"rerun data/build_samples.py: {built.name}"
+            f"rerun scripts/build_samples.py: {built.name}"
         )

@@ -3,7 +3,7 @@
 
 It uses the writers in ``tests/docfactory.py`` so that the repository has one PDF writer; the output is
 byte-for-byte reproducible, and a test checks that the committed files match what this script builds.
-Run from anywhere: ``.venv/bin/python data/build_samples.py [OUT_DIR]``.
+Run from anywhere: ``.venv/bin/python scripts/build_samples.py [OUT_DIR]``.
 """
 
 from __future__ import annotations
