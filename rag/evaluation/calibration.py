@@ -232,10 +232,10 @@ def format_calibration(c: Calibration) -> str:
         f"generator {c.generator}: {c.questions} questions written from {c.documents} documents "
         f"({c.dropped} chunks dropped), each asked with its source and without; "
         f"{c.seconds_per_question:.1f} s per question",
-        f"held-out drafts (a quarter of the documents): {c.n_check} labelled",
+        f"held-out drafts (a quarter of the documents): {c.n_check} labelled; calibrated = {c.chosen}",
         f"{'detector':<26} {'risk AUROC [95% CI]':<30} {'false':>6} {'abstains':>9} {'useful':>7}"
         "   abstain at",
-        row(f"calibrated ({c.chosen.split(',')[0]})", c.calibrated),
+        row("calibrated", c.calibrated),
         row("shipped", c.shipped),
         f"{'baseline: length alone':<26} {c.length_auroc!s}",
         f"{'baseline: 1 - lookback':<26} {c.lookback_auroc!s}",
