@@ -103,17 +103,18 @@ class AnswerPipeline:
             attribution = attribute(generation, sources, self.detector)
             timings.attribute_ms = (time.perf_counter() - t0) * 1000
             draft = generation.text.strip()
-            quotes = evidence_spans(generation, sources, limit=2)
             verdict = decide(relevance=relevance, min_relevance=self.settings.min_relevance, draft=draft,
                              names_a_source=names_only_a_source(draft, sources, question),
                              risk=attribution.hallucination.risk, abstain_risk=self.abstain_risk,
-                             declined=declined(draft), has_quotes=bool(quotes))
+                             declined=declined(draft))
             if verdict.held_back is None:
-                text = generation.text
+                answer = self._answer(question, generation.text, sources, attribution, timings, model,
+                                      verdict)
             else:  # what the draft looked at is still true: quoted verbatim in its place
+                quotes = evidence_spans(generation, sources, limit=2)
                 text = quote_answer(quotes, generation.prompt.chunk_ids) if quotes else NOT_GROUNDED
-            answer = self._answer(question, text, sources, attribution, timings, model, verdict)
-            if verdict.held_back is not None:
+                answer = self._answer(question, text, sources, attribution, timings, model, verdict,
+                                      has_quotes=bool(quotes))
                 answer.draft, answer.sentences = draft, []
         timings.total_ms = retrieve_ms + (time.perf_counter() - started) * 1000
         if self.database.stores_answers:  # a read-only database: answered, but not kept
@@ -137,6 +138,7 @@ class AnswerPipeline:
         timings: Timings,
         model: Models,
         verdict: Verdict,
+        has_quotes: bool = False,
     ) -> Answer:
         return Answer(
             id=uuid.uuid4().hex,
@@ -152,7 +154,7 @@ class AnswerPipeline:
             timings=timings,
             abstained=verdict.held_back is not None or verdict.declined,
             attention_sink=attribution.attention_sink if attribution else 0.0,
-            answer_kind=verdict.kind,
+            answer_kind=verdict.kind(has_quotes),
             held_back=verdict.held_back,
             held_back_reason=verdict.reason,
         )

@@ -13,8 +13,14 @@ from rag.types import Answer, AnswerKind, HeldBack
 class Verdict:
     held_back: HeldBack | None  # None: the draft stands (or the model declined by itself)
     reason: str | None  # one clause a person reads after "held back because ..."
-    kind: AnswerKind  # what the answer text is: the draft, verbatim quotes, or a refusal
     declined: bool  # the model itself said its sources do not hold the answer
+
+    def kind(self, has_quotes: bool = False) -> AnswerKind:
+        """What the answer text is: the draft, a held-back draft's evidence quoted verbatim (where it
+        has any), or a refusal. The quotes are looked for only once a draft is held back."""
+        if self.held_back in ("names_a_source", "risk") and has_quotes:
+            return "quotes"
+        return "refusal" if self.held_back is not None or self.declined else "generated"
 
 
 def decide(
@@ -26,22 +32,19 @@ def decide(
     risk: float = 0.0,
     abstain_risk: float = 1.0,
     declined: bool = False,
-    has_quotes: bool = False,
 ) -> Verdict:
     """The four outcomes, in the order they are checked: nothing relevant was retrieved (no draft is
     written); the draft only names a source; its risk reaches the abstention level (unless the model
-    declined, which is an honest answer whatever its risk); else the draft stands. A held-back draft is
-    replaced by its evidence quoted verbatim where it has any, else by a refusal."""
+    declined, which is an honest answer whatever its risk); else the draft stands."""
     if draft is None:
         reason = f"the best source's similarity {relevance:.2f} is below {min_relevance:.2f}"
-        return Verdict("no_sources", reason, "refusal", False)
-    stand_in: AnswerKind = "quotes" if has_quotes else "refusal"
+        return Verdict("no_sources", reason, False)
     if names_a_source:
-        return Verdict("names_a_source", "the draft gave no answer beyond naming a source", stand_in, False)
+        return Verdict("names_a_source", "the draft gave no answer beyond naming a source", False)
     if risk >= abstain_risk and not declined:
         reason = f"the draft's hallucination risk {risk:.2f} reached the abstention level {abstain_risk:.2f}"
-        return Verdict("risk", reason, stand_in, False)
-    return Verdict(None, None, "refusal" if declined else "generated", declined)
+        return Verdict("risk", reason, False)
+    return Verdict(None, None, declined)
 
 
 def stored_verdict(answer: Answer) -> tuple[HeldBack | None, str | None]:
