@@ -33,7 +33,7 @@ from rag.evaluation.synthetic import (
     question_prompt,
     usable_question,
 )
-from rag.evaluation.training import MIN_PER_CLASS, calibrate_levels, select_detector
+from rag.evaluation.training import MIN_PER_CLASS, calibrate_levels, risk_auroc, select_detector
 from rag.retrieve.retriever import Filters
 from rag.storage.orm import Chunk
 from rag.types import BadInput
@@ -163,7 +163,7 @@ def fit(own: OwnAnswers, shipped: Detector, say: Callable[[str], None]) -> tuple
     selection = select_detector(train, say)
     levels = replace(shipped, meta={})
     calibrate_levels(levels, train)
-    shipped_train = summarise(train, shipped).risk_auroc.value
+    shipped_train = risk_auroc(train, shipped)
     candidates = {"trained on this workspace": (selection.cv_auroc, selection.trained),
                   "shipped weights, levels fitted here": (shipped_train, levels),
                   "untrained score, levels fitted here": (selection.cv_baseline, selection.baseline)}

@@ -190,6 +190,14 @@ def select_detector(train: OwnAnswers, say: Callable[[str], None]) -> Selection:
                      cv_length, candidates)
 
 
+def risk_auroc(own: OwnAnswers, detector: Detector) -> float:
+    """How well a detector's answer risks rank bad drafts above good ones, over the labelled drafts
+    (the figure `summarise` reports, without its bootstrap interval)."""
+    rows = _labelled(own)
+    risks = own.risks(detector)
+    return auroc([risks[i] or 0.0 for i in rows], [own.results[i].label == 1 for i in rows])
+
+
 def calibrate_levels(det: Detector, own: OwnAnswers) -> None:
     """Set a detector's flag threshold and abstention level on drafts it was not fitted on."""
     rows = _labelled(own)
