@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 
 from rag.parse.formats.code import LANGUAGES, parse_code
-from rag.parse.formats.common import Parsed, storable
+from rag.parse.formats.common import OLE_MAGIC, Parsed, storable
 from rag.parse.formats.data import parse_csv, parse_json, parse_jsonl, parse_tsv
 from rag.parse.formats.ebook import parse_epub
 from rag.parse.formats.html import parse_html
@@ -36,7 +36,6 @@ from rag.types import LoadedDocument, LoadError
 
 __all__ = ["SUPPORTED_SUFFIXES", "load", "sniff_file"]
 
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 # a "title" longer than this is prose (documents.title would hold rag.inputs.MAX_TITLE_CHARS)
 _MAX_TITLE_CHARS = 200
 
@@ -67,7 +66,7 @@ def sniff_file(path: Path) -> str | None:
     """The suffix whose parser reads the file at ``path`` (which has none), from its first bytes."""
     with path.open("rb") as f:
         head = f.read(HEAD_BYTES)
-        if head.startswith(_OLE_MAGIC):  # its directory, which names its streams, may lie further in
+        if head.startswith(OLE_MAGIC):  # its directory, which names its streams, may lie further in
             head += f.read(OLE_BYTES - HEAD_BYTES)
     found = sniff(head)
     return found if found in _FORMATS else None

@@ -13,6 +13,8 @@ from rag.types import LoadError, Section
 # (text, title or None, sections): what each format's parser returns.
 Parsed = tuple[str, str | None, list[Section]]
 
+# the first bytes of an OLE compound file: Outlook .msg, old .doc/.ppt/.xls, encrypted OOXML
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 LONE_SURROGATES = re.compile("[\ud800-\udfff]")  # from JSON '\\ud800' or PDF strings: not storable
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)

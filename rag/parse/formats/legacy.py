@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rag.parse.formats.common import Parsed
+from rag.parse.formats.common import OLE_MAGIC, Parsed
 from rag.types import LoadError
-
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
 def legacy_parser(
@@ -20,7 +18,7 @@ def legacy_parser(
     is not something else), and a real binary file gets the conversion hint."""
 
     def parse(data: bytes) -> Parsed:
-        if not data.startswith(_OLE_MAGIC) and (parsed := reread(data)) is not None:
+        if not data.startswith(OLE_MAGIC) and (parsed := reread(data)) is not None:
             return parsed
         raise LoadError(
             f"old binary {kind} file: sightline reads {modern}; convert it first, e.g. "

@@ -7,19 +7,18 @@ import io
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from rag.parse.formats.common import Builder, Parsed, malformed, one_line
+from rag.parse.formats.common import OLE_MAGIC, Builder, Parsed, malformed, one_line
 from rag.parse.formats.containers import check_zip
 from rag.types import LoadError
 
 if TYPE_CHECKING:
     from docx.table import Table
 
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # encrypted OOXML and legacy .doc/.ppt files
 
 
 def _refuse_ole(data: bytes, kind: str) -> None:
     """Word/PowerPoint save password-protected files as an OLE container, not a zip; say so."""
-    if data.startswith(_OLE_MAGIC):
+    if data.startswith(OLE_MAGIC):
         raise LoadError(
             f"not a {kind} package: password-protected Office files and old binary .doc/.ppt "
             "files are not supported"

@@ -13,11 +13,10 @@ import email.utils
 import struct
 from typing import Any
 
-from rag.parse.formats.common import Parsed, malformed
+from rag.parse.formats.common import OLE_MAGIC, Parsed, malformed
 from rag.parse.formats.mail import AttachmentReader, Mail, html_text, mail_document, nested
 from rag.types import LoadError
 
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _SUBJECT, _SENDER_NAME, _SENDER_EMAIL, _SENDER_SMTP = 0x0037, 0x0C1A, 0x0C1F, 0x5D01
 _DISPLAY_TO, _DISPLAY_CC, _HEADERS, _BODY, _HTML = 0x0E04, 0x0E03, 0x007D, 0x1000, 0x1013
 _ATTACH_LONG_NAME, _ATTACH_NAME, _ATTACH_DATA = 0x3707, 0x3704, 0x3701
@@ -26,7 +25,7 @@ _FILETIME_EPOCH = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
 
 
 def parse_msg(data: bytes, read_attachment: AttachmentReader | None = None) -> Parsed:
-    if not data.startswith(_OLE_MAGIC):
+    if not data.startswith(OLE_MAGIC):
         raise LoadError("not an Outlook .msg file: it is not an OLE compound file")
     import olefile
 

@@ -12,13 +12,12 @@ import zipfile
 from collections.abc import Iterable
 from typing import Any
 
-from rag.parse.formats.common import Builder, Parsed, malformed, one_line
+from rag.parse.formats.common import OLE_MAGIC, Builder, Parsed, malformed, one_line
 from rag.parse.formats.containers import open_zip
 from rag.parse.formats.data import row_line
 from rag.types import LoadError
 
 _ZIP_MAGIC = b"PK\x03\x04"
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 # calamine holds a sheet as a dense grid of 32-byte cells from its first used cell to its last: a 2 KB
 # XLSX with values in A1 and XFD1048576 asks for 512 GiB and aborts the process. 20 M cells is 640 MB,
 # 100 times a 50,000-row sheet of 20 columns. (An .xls sheet is at most 65,536 x 256 cells.)
@@ -39,9 +38,9 @@ def parse_sheets(data: bytes, kind: str) -> Parsed:
                 f"{kind} sheet spans {cells:,} cells from its first used cell to its last, over the "
                 f"{MAX_CELLS:,}-cell limit: it may be a decompression bomb"
             )
-    elif kind != "XLS" and data.startswith(_OLE_MAGIC):
+    elif kind != "XLS" and data.startswith(OLE_MAGIC):
         raise LoadError(f"password-protected {kind} file: save it without a password to index it")
-    elif data.startswith(_OLE_MAGIC):
+    elif data.startswith(OLE_MAGIC):
         _check_ole_chains(data, kind)
     from python_calamine import CalamineWorkbook, PasswordError
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import codecs
 import re
 
+from rag.parse.formats.common import OLE_MAGIC
+
 HEAD_BYTES = 8192  # what scan reads of a file without an extension to decide
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -32,7 +34,6 @@ _MAIL_HEADER = re.compile(
     rb"(?:Return-Path|Received|From|To|Subject|Date|Message-ID|MIME-Version|Delivered-To|X-[\w-]+):[ \t]",
     re.IGNORECASE,
 )
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 OLE_BYTES = 4 << 20  # an OLE file's directory can be anywhere: scan reads this much of one to find it
 _OLE_STREAMS = (  # stream names, as UTF-16 in the directory, that say what an OLE file holds
     ("__substg1.0_".encode("utf-16-le"), ".msg"),
@@ -55,7 +56,7 @@ def sniff(head: bytes) -> str | None:
         return ".heic"
     if head.startswith(b"PK\x03\x04"):
         return _zip_suffix(head)
-    if head.startswith(_OLE_MAGIC):
+    if head.startswith(OLE_MAGIC):
         return next((suffix for name, suffix in _OLE_STREAMS if name in head), None)
     return _text_suffix(head)
 
